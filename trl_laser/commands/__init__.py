@@ -1,0 +1,1 @@
+"""Subcommands of the `trl-laser` console script (see `trl_laser.cli`)."""

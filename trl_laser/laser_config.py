@@ -1,0 +1,147 @@
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig
+
+
+@dataclass
+class LaSeRConfig(GRPOConfig):
+    r"""
+    Configuration class for [`LaSeRGRPOTrainer`].
+
+    Inherits every parameter of [`trl.GRPOConfig`] and adds those of LaSeR ("Reinforcement Learning with Last-Token
+    Self-Rewarding", https://huggingface.co/papers/2510.14943): the self-reward score
+    r_s = β_v · (log π(z_c | x, y) − c_ref) is read at the position right after each completion's EOS and regressed
+    onto the verifier reward with a weight α, and can optionally be mixed into the advantages.
+
+    Parameters:
+        self_reward_token (`str`, *optional*, defaults to `"auto"`):
+            The token z_c, as a token string or id. `"auto"` picks a special token that the chat template and
+            generation never use, and logs which one.
+        self_reward_coef (`float`, *optional*, defaults to `0.1`):
+            α, weight of the alignment (MSE) term. `0` turns LaSeR's loss off.
+        self_reward_beta (`float`, *optional*, defaults to `0.1`):
+            β_v, the KL coefficient of the verification objective; scales the score.
+        self_reward_ref_constant (`float` or `None`, *optional*, defaults to `None`):
+            c_ref, the constant replacing log π_ref(z_c | x, y). `None` measures it on the first generation batch
+            with the initial model, before any update.
+        self_reward_use_ref_model (`bool`, *optional*, defaults to `False`):
+            Use the reference model's real log π_ref(z_c | x, y) instead of the constant (needs a reference model:
+            `beta > 0`, or a PEFT adapter).
+        self_reward_balance (`bool`, *optional*, defaults to `True`):
+            Re-weight the alignment term so correct and incorrect completions count equally.
+        self_reward_target (`str` or `None`, *optional*, defaults to `None`):
+            Name of the reward function whose value is the verifier reward r_v. Required with several functions.
+        self_reward_advantage_coef (`float`, *optional*, defaults to `0.0`):
+            τ, weight of the self-reward advantage mixed into the verifier advantage (authors: 0.1). `0` is off.
+        self_reward_advantage_std_threshold (`float`, *optional*, defaults to `0.1`):
+            Group standard deviation of the scores below which a group keeps its verifier advantage.
+        reasoning_warmup_steps (`int`, *optional*, defaults to `0`):
+            Optimizer steps of plain GRPO before the alignment term starts.
+        self_reward_warmup_steps (`int`, *optional*, defaults to `0`):
+            Further optimizer steps before the advantage mixing starts.
+    """
+
+    self_reward_token: str = field(
+        default="auto",
+        metadata={
+            "help": "The self-reward token z_c, as a token string or id. 'auto' picks a special token that the chat "
+            "template and generation never use, and logs which one."
+        },
+    )
+    self_reward_coef: float = field(
+        default=0.1,
+        metadata={"help": "Weight α of the self-reward alignment (MSE) term. 0 turns it off."},
+    )
+    self_reward_beta: float = field(
+        default=0.1,
+        metadata={"help": "β_v: the score is β_v · (log π(z_c | x, y) − c_ref)."},
+    )
+    self_reward_ref_constant: float | None = field(
+        default=None,
+        metadata={
+            "help": "Reference constant c_ref replacing log π_ref(z_c | x, y). None measures it on the first "
+            "generation batch with the initial model (before any update), logs it and saves it with the model."
+        },
+    )
+    self_reward_use_ref_model: bool = field(
+        default=False,
+        metadata={
+            "help": "Subtract the reference model's real log π_ref(z_c | x, y) instead of the constant. Needs a "
+            "reference model: beta > 0, or a PEFT adapter."
+        },
+    )
+    self_reward_balance: bool = field(
+        default=True,
+        metadata={"help": "Class-level re-weighting of the alignment term (correct and incorrect count equally)."},
+    )
+    self_reward_target: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name of the reward function whose value is the verifier reward r_v (in [0, 1]). Optional with "
+            "one reward function, required with several."
+        },
+    )
+    self_reward_advantage_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "τ: weight of the self-reward advantage mixed into the verifier advantage (authors use 0.1). "
+            "0 turns the mixing off."
+        },
+    )
+    self_reward_advantage_std_threshold: float = field(
+        default=0.1,
+        metadata={"help": "Group std of the scores below which a group keeps its verifier advantage."},
+    )
+    reasoning_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Optimizer steps of plain GRPO before the alignment term starts."},
+    )
+    self_reward_warmup_steps: int = field(
+        default=0,
+        metadata={"help": "Further optimizer steps (after reasoning_warmup_steps) before the advantage mixing starts."},
+    )
+
+    def __post_init__(self):
+        # TRL defaults to bf16, which `TrainingArguments` rejects on a machine without a bf16 accelerator; default to
+        # float32 there so the same config runs on a laptop CPU and on GPUs. An explicit `bf16` is left alone.
+        if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
+            self.bf16 = False
+        super().__post_init__()
+        if isinstance(self.self_reward_token, str) and self.self_reward_token.lstrip("-").isdigit():
+            self.self_reward_token = int(self.self_reward_token)
+        checks = [
+            (self.self_reward_coef >= 0, f"self_reward_coef must be >= 0 (0 turns it off), got {self.self_reward_coef}."),
+            (self.self_reward_beta > 0, f"self_reward_beta must be > 0, got {self.self_reward_beta}."),
+            (
+                0 <= self.self_reward_advantage_coef <= 1,
+                f"self_reward_advantage_coef (τ) must be in [0, 1], got {self.self_reward_advantage_coef}.",
+            ),
+            (
+                self.self_reward_advantage_std_threshold >= 0,
+                "self_reward_advantage_std_threshold must be >= 0, got "
+                f"{self.self_reward_advantage_std_threshold}.",
+            ),
+            (self.reasoning_warmup_steps >= 0, f"reasoning_warmup_steps must be >= 0, got {self.reasoning_warmup_steps}."),
+            (
+                self.self_reward_warmup_steps >= 0,
+                f"self_reward_warmup_steps must be >= 0, got {self.self_reward_warmup_steps}.",
+            ),
+            (
+                not (self.self_reward_use_ref_model and self.self_reward_ref_constant is not None),
+                "self_reward_use_ref_model=True subtracts the reference model's log-prob, so a "
+                "self_reward_ref_constant would be ignored. Set one or the other.",
+            ),
+            (
+                self.self_reward_advantage_coef == 0 or self.num_generations is None or self.num_generations > 1,
+                "Advantage mixing normalises scores within groups; it needs num_generations > 1.",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def laser_enabled(self) -> bool:
+        """Whether LaSeR changes anything compared to GRPO."""
+        return self.self_reward_coef > 0 or self.self_reward_advantage_coef > 0

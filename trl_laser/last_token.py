@@ -1,0 +1,109 @@
+"""Reading log π(z_c | x, y) from the hidden state of the completion's last token.
+
+The score lives one position past the completion: the next-token distribution computed from the hidden state of
+the EOS token. That hidden state is already computed by any forward pass over prompt + completion, so we take it
+from there (a forward hook on the backbone keeps just one row per sequence) and project that single row through the
+LM head. This costs one row of LM head per sequence and no extra pass over the backbone.
+
+The projection is untempered: the score is defined on the plain (temperature 1) distribution, whatever temperature
+the completions were sampled with.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The `*ForCausalLM` module inside `model` (unwrapping accelerate / DDP and PEFT wrappers)."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP, DeepSpeed engine
+        model = model.module
+    if hasattr(model, "get_base_model") and hasattr(model, "peft_config"):  # PEFT: the LM carrying the adapters
+        model = model.get_base_model()
+    return model
+
+
+def backbone(model: nn.Module) -> nn.Module:
+    """The decoder stack whose output is the final hidden state (`LlamaModel` inside `LlamaForCausalLM`)."""
+    lm = causal_lm(model)
+    return getattr(lm, lm.base_model_prefix)
+
+
+class HiddenStateCapture:
+    """Collects, from each forward of a backbone, the hidden state at one given position per row.
+
+    Forward passes over a batch may be run in chunks (TRL scores the generation batch `per_device_batch_size` rows
+    at a time); chunks arrive in order, so a running row offset maps each chunk to its positions.
+    """
+
+    def __init__(self, positions: torch.Tensor):
+        self.positions = positions
+        self.rows: list[torch.Tensor] = []
+        self._offset = 0
+
+    def __call__(self, module, args, output):
+        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+        batch = hidden.size(0)
+        positions = self.positions[self._offset : self._offset + batch].to(hidden.device)
+        self.rows.append(hidden[torch.arange(batch, device=hidden.device), positions])
+        self._offset += batch
+
+    def hidden_states(self) -> torch.Tensor:
+        if self._offset != self.positions.numel():
+            raise RuntimeError(
+                f"Captured {self._offset} rows but expected {self.positions.numel()}: the forward pass did not cover "
+                "the whole batch."
+            )
+        return torch.cat(self.rows, dim=0)
+
+
+@contextmanager
+def capture_hidden_states(model: nn.Module, positions: torch.Tensor) -> Iterator[HiddenStateCapture]:
+    """Within the block, every forward of `model`'s backbone records the final hidden state at `positions` (one
+    position per row of the batch, in the order rows are fed)."""
+    capture = HiddenStateCapture(positions)
+    handle = backbone(model).register_forward_hook(capture)
+    try:
+        yield capture
+    finally:
+        handle.remove()
+
+
+def untempered_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """Next-token logits at temperature 1 for a few hidden states, as the model's own forward computes them.
+
+    Goes through the LM head module (so PEFT adapters and TRL's fp32 cast apply) and reproduces the final-logit
+    transforms some architectures add (Gemma-2 soft-capping, Cohere's logit scale).
+    """
+    lm = causal_lm(model)
+    config = lm.config.get_text_config()
+    logits = lm.get_output_embeddings()(hidden_states).float()
+    scale = getattr(config, "logit_scale", None)
+    if scale is not None:
+        logits = logits * scale
+    softcap = getattr(config, "final_logit_softcapping", None)
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+def token_log_probs(model: nn.Module, hidden_states: torch.Tensor, token_id: int) -> torch.Tensor:
+    """log π(token | ·) at temperature 1 from hidden states of shape (B, H); returns shape (B,), float32."""
+    return untempered_logits(model, hidden_states).log_softmax(dim=-1)[:, token_id]
+
+
+def eos_positions(completion_ids: torch.Tensor, completion_mask: torch.Tensor, eos_token_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index (within the completion) of the EOS that ends each completion, and whether the completion finished.
+
+    A completion finished when its last unmasked token is an EOS token; TRL cuts completions right after their first
+    EOS, so that token is the first EOS too. This works whether EOS equals the pad token or not, because it reads the
+    mask, not the padding. Unfinished rows get index 0 (a valid placeholder; callers mask them out).
+    """
+    lengths = completion_mask.sum(dim=1).long()
+    last = (lengths - 1).clamp(min=0)
+    last_tokens = completion_ids.gather(1, last.unsqueeze(1)).squeeze(1)
+    eos = torch.as_tensor(list(eos_token_ids), device=completion_ids.device)
+    finished = (lengths > 0) & torch.isin(last_tokens, eos)
+    return torch.where(finished, last, torch.zeros_like(last)), finished
