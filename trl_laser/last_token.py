@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -79,7 +80,13 @@ def untempered_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Te
     """
     lm = causal_lm(model)
     config = lm.config.get_text_config()
-    logits = lm.get_output_embeddings()(hidden_states).float()
+    head = lm.get_output_embeddings()
+    if isinstance(head.weight, DTensor):
+        # FSDP2 shards the head; between forwards its weight is a DTensor, which cannot multiply a plain tensor.
+        bias = head.bias.full_tensor() if head.bias is not None else None
+        logits = nn.functional.linear(hidden_states, head.weight.full_tensor(), bias).float()
+    else:
+        logits = head(hidden_states).float()
     scale = getattr(config, "logit_scale", None)
     if scale is not None:
         logits = logits * scale

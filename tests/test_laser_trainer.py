@@ -1,0 +1,318 @@
+import json
+import math
+import os
+
+import pytest
+import torch
+from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import split_tensor_dict
+
+from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, load_self_reward_config
+from trl_laser.self_reward import class_weights
+
+
+EOS = 2
+Z_C = 3  # "<reserved_0>" in the tiny tokenizer
+
+
+def parity_reward(completions, **kwargs):
+    """Deterministic 0/1 reward: 1 when the completion has an even number of characters."""
+    return [float(len(c[0]["content"]) % 2 == 0) for c in completions]
+
+
+def length_reward(completions, **kwargs):
+    return [float(len(c[0]["content"])) for c in completions]
+
+
+def make_args(tmp_path, config_class=LaSeRConfig, **overrides):
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=6,
+        max_steps=2,
+        learning_rate=1e-3,
+        report_to="none",
+        logging_steps=1,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
+        # make the random tiny model end most completions with EOS, so that both scoring paths get exercised
+        generation_kwargs={"sequence_bias": [[[EOS], 3.0]]},
+    )
+    if config_class is LaSeRConfig:
+        defaults.update(self_reward_token="<reserved_0>")
+    defaults.update(overrides)
+    return config_class(**defaults)
+
+
+def generation_batch(trainer):
+    trainer.model.train()
+    batch = next(iter(trainer.get_train_dataloader()))
+    return trainer._generate_and_score_completions(batch)
+
+
+def expected_log_probs(model, output):
+    """log π(z_c | x, y) from a plain full-logits forward, at the position of each completion's first EOS."""
+    input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+    attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # untempered, original head
+    finished, positions = [], []
+    for ids, mask in zip(output["completion_ids"].tolist(), output["completion_mask"].tolist(), strict=True):
+        length = sum(mask)
+        finished.append(length > 0 and ids[length - 1] == EOS)
+        positions.append(output["prompt_ids"].size(1) + (ids.index(EOS) if EOS in ids[:length] else 0))
+    rows = logits[torch.arange(len(positions)), torch.tensor(positions)].log_softmax(-1)[:, Z_C]
+    return rows, torch.tensor(finished)
+
+
+def test_matches_grpo_when_laser_is_off(tmp_path, tiny_model_dir, prompt_dataset):
+    runs = {}
+    for name, trainer_class, config_class, extra in [
+        ("grpo", GRPOTrainer, GRPOConfig, {}),
+        ("laser", LaSeRGRPOTrainer, LaSeRConfig, {"self_reward_coef": 0.0, "self_reward_advantage_coef": 0.0}),
+    ]:
+        args = make_args(tmp_path / name, config_class=config_class, bf16=False, **extra)
+        trainer = trainer_class(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+        trainer.train()
+        runs[name] = (trainer.state.log_history, {k: v.clone() for k, v in trainer.model.state_dict().items()})
+    grpo_logs, grpo_params = runs["grpo"]
+    laser_logs, laser_params = runs["laser"]
+    assert [h["loss"] for h in grpo_logs if "loss" in h] == [h["loss"] for h in laser_logs if "loss" in h]
+    assert all(torch.equal(grpo_params[k], laser_params[k]) for k in grpo_params)
+    assert not any(k.startswith("self_reward/") for h in laser_logs for k in h)
+
+
+@pytest.mark.parametrize("balance", [True, False])
+def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_dataset, balance):
+    alpha, beta, c_ref = 0.5, 0.5, -4.0
+    args = make_args(
+        tmp_path,
+        self_reward_coef=alpha,
+        self_reward_beta=beta,
+        self_reward_ref_constant=c_ref,
+        self_reward_balance=balance,
+        per_device_train_batch_size=16,
+    )
+    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    output = generation_batch(trainer)
+    trainer.current_gradient_accumulation_steps = 1
+    model = trainer.model
+
+    laser_loss = trainer._compute_loss(model, output)
+    grpo_loss = GRPOTrainer._compute_loss(trainer, model, output)
+    term = laser_loss - grpo_loss
+    (term_grad,) = torch.autograd.grad(term, model.model.layers[0].mlp.up_proj.weight)
+
+    log_probs, finished = expected_log_probs(model, output)
+    targets = output["self_reward_targets"]
+    assert 0 < finished.sum() < len(finished), "the batch should mix finished and truncated completions"
+    assert 0 < targets[finished].sum() < finished.sum(), "the batch should hold both classes"
+    scores = beta * (log_probs - c_ref)
+    n = int(finished.sum())
+    n1 = int((targets[finished] > 0.5).sum())
+    weights = torch.tensor(
+        [
+            0.0 if not f else (n / (2 * n1) if t > 0.5 else n / (2 * (n - n1))) if balance else 1.0
+            for f, t in zip(finished.tolist(), targets.tolist(), strict=True)
+        ]
+    )
+    expected = alpha * (weights * (scores - targets).square()).sum() / n
+    assert term.item() == pytest.approx(expected.item(), rel=1e-4)
+    (expected_grad,) = torch.autograd.grad(expected, model.model.layers[0].mlp.up_proj.weight)
+    assert torch.allclose(term_grad, expected_grad, atol=1e-6)
+    assert torch.allclose(output["self_reward_weights"], class_weights(targets, finished, balance=balance))
+
+
+def test_term_does_not_depend_on_micro_batch_split(tmp_path, tiny_model_dir, prompt_dataset):
+    args = make_args(tmp_path, self_reward_ref_constant=-4.0, per_device_train_batch_size=16, self_reward_beta=0.5)
+    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    output = generation_batch(trainer)
+    model = trainer.model
+
+    def term(inputs):
+        return (trainer._compute_loss(model, inputs) - GRPOTrainer._compute_loss(trainer, model, inputs)).item()
+
+    trainer.current_gradient_accumulation_steps = 1
+    whole = term(output)
+    # the same generation batch as 4 micro-batches accumulated into one optimizer step
+    trainer.args.steps_per_generation = 4
+    trainer.current_gradient_accumulation_steps = 4
+    parts = sum(term(chunk) for chunk in split_tensor_dict(output, 4))
+    assert parts == pytest.approx(whole, rel=1e-5)
+    assert whole > 0
+
+
+def test_reference_constant_is_measured_on_first_batch(tmp_path, tiny_model_dir, prompt_dataset):
+    args = make_args(tmp_path)
+    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    assert trainer.ref_constant is None
+    output = generation_batch(trainer)
+    log_probs, finished = expected_log_probs(trainer.model, output)
+    assert trainer.ref_constant == pytest.approx(log_probs[finished].mean().item(), abs=1e-4)
+    assert trainer.ref_constant_std == pytest.approx(log_probs[finished].std().item(), abs=1e-4)
+    assert trainer._metrics["train"]["self_reward/ref_constant"] == [trainer.ref_constant]
+
+
+def test_advantage_mixing_uses_scores_of_the_generating_policy(tmp_path, tiny_model_dir, prompt_dataset):
+    common = dict(per_device_train_batch_size=16, self_reward_ref_constant=-4.75, self_reward_beta=4.0)
+    plain = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=make_args(tmp_path / "a", **common), train_dataset=prompt_dataset
+    )
+    mixed = LaSeRGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=parity_reward,
+        args=make_args(tmp_path / "b", self_reward_advantage_coef=0.3, self_reward_advantage_std_threshold=0.0, **common),
+        train_dataset=prompt_dataset,
+    )
+    torch.manual_seed(0)
+    verifier = generation_batch(plain)
+    torch.manual_seed(0)
+    out = generation_batch(mixed)
+    assert torch.equal(verifier["completion_ids"], out["completion_ids"])
+    log_probs, finished = expected_log_probs(mixed.model, out)
+    s = torch.where(finished, (4.0 * (log_probs + 4.75)).clamp(0, 1), 0.0).view(-1, 4)
+    std = s.std(dim=1, keepdim=True)
+    self_adv = torch.where(std > 0, (s - s.mean(dim=1, keepdim=True)) / std, verifier["advantages"].view(-1, 4))
+    expected = 0.7 * verifier["advantages"] + 0.3 * self_adv.view(-1)
+    assert torch.allclose(out["advantages"], expected, atol=1e-5)
+    assert not torch.allclose(out["advantages"], verifier["advantages"])
+
+
+def test_warmup_delays_the_alignment_term(tmp_path, tiny_model_dir, prompt_dataset):
+    args = make_args(tmp_path, self_reward_ref_constant=-4.0, reasoning_warmup_steps=5, per_device_train_batch_size=16)
+    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    output = generation_batch(trainer)
+    trainer.current_gradient_accumulation_steps = 1
+    during = trainer._compute_loss(trainer.model, output) - GRPOTrainer._compute_loss(trainer, trainer.model, output)
+    assert during.item() == 0.0
+    assert trainer._metrics["train"]["self_reward/loss"], "metrics are logged during the warm-up too"
+    trainer.state.global_step = 5
+    after = trainer._compute_loss(trainer.model, output) - GRPOTrainer._compute_loss(trainer, trainer.model, output)
+    assert after.item() > 0.0
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"loss_type": "grpo", "num_iterations": 2},
+        {"loss_type": "dr_grpo", "gradient_accumulation_steps": 2, "per_device_train_batch_size": 4},
+        {"loss_type": "bnpo", "self_reward_advantage_coef": 0.1, "beta": 0.05, "self_reward_use_ref_model": True},
+        {"loss_type": "dapo", "eval_strategy": "steps", "eval_steps": 1, "per_device_eval_batch_size": 8},
+    ],
+    ids=["grpo-iterations", "dr_grpo-accumulation", "bnpo-mixing-ref-model", "dapo-eval"],
+)
+def test_training_runs_with_grpo_features(tmp_path, tiny_model_dir, prompt_dataset, overrides):
+    args = make_args(tmp_path, **overrides)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=parity_reward,
+        args=args,
+        train_dataset=prompt_dataset,
+        eval_dataset=prompt_dataset.select(range(8)) if args.eval_strategy != "no" else None,
+    )
+    before = {k: v.clone() for k, v in trainer.model.named_parameters()}
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "self_reward/loss" in h]
+    assert logs and all(math.isfinite(h["self_reward/loss"]) for h in logs)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.named_parameters())
+    if args.eval_strategy != "no":
+        assert any("eval_self_reward/loss" in h for h in trainer.state.log_history)
+
+
+def test_peft_lora(tmp_path, tiny_model_dir, prompt_dataset):
+    from peft import LoraConfig
+
+    args = make_args(tmp_path, self_reward_use_ref_model=True)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=parity_reward,
+        args=args,
+        train_dataset=prompt_dataset,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+    )
+    trainer.train()
+    assert any("self_reward/loss" in h for h in trainer.state.log_history)
+    assert trainer.ref_constant is not None
+
+
+def test_distinct_pad_token(tmp_path, tiny_model_dir_distinct_pad, prompt_dataset):
+    args = make_args(tmp_path, self_reward_ref_constant=-4.0, max_steps=1)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir_distinct_pad, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
+    output = generation_batch(trainer)
+    assert (output["completion_ids"] == 0).any(), "pad (id 0) differs from EOS (id 2) here"
+    trainer.current_gradient_accumulation_steps = 1
+    term = trainer._compute_loss(trainer.model, output) - GRPOTrainer._compute_loss(trainer, trainer.model, output)
+    log_probs, finished = expected_log_probs(trainer.model, output)
+    scores = 0.1 * (log_probs + 4.0)
+    expected = 0.1 * (output["self_reward_weights"] * (scores - output["self_reward_targets"]).square()).sum()
+    assert term.item() == pytest.approx((expected / finished.sum()).item(), rel=1e-4)
+
+
+def test_checkpoint_carries_scoring_metadata(tmp_path, tiny_model_dir, prompt_dataset):
+    from transformers import AutoModelForCausalLM
+
+    from trl_laser.last_token import capture_hidden_states, token_log_probs
+
+    args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=1)
+    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer.train()
+    checkpoint = os.path.join(args.output_dir, "checkpoint-1")
+    config = load_self_reward_config(checkpoint)
+    assert (config.token, config.token_id, config.beta) == ("<reserved_0>", Z_C, 0.1)
+    assert config.ref_constant == pytest.approx(trainer.ref_constant) and config.use_ref_model is False
+    card = open(os.path.join(args.output_dir, "README.md")).read()  # TRL writes the card in output_dir
+    assert all(tag in card for tag in ("- trl", "- grpo", "- laser")) and "yang2026laser" in card
+
+    # scores of the reloaded checkpoint equal those of the model that was saved
+    input_ids = torch.tensor([[1, 40, 41, 42, 2, 2], [1, 43, 44, 2, 2, 2]])
+    positions = torch.tensor([4, 3])
+    reloaded = AutoModelForCausalLM.from_pretrained(checkpoint)
+    scores = []
+    for model in (trainer.model, reloaded):
+        with torch.no_grad(), capture_hidden_states(model, positions) as capture:
+            model(input_ids=input_ids)
+        scores.append(config.beta * (token_log_probs(model, capture.hidden_states(), config.token_id) - config.ref_constant))
+    assert torch.allclose(scores[0], scores[1], atol=1e-6)
+
+
+def test_resume_restores_the_reference_constant(tmp_path, tiny_model_dir, prompt_dataset):
+    args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=1)
+    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer.train()
+    checkpoint = os.path.join(args.output_dir, "checkpoint-1")
+    saved = json.load(open(os.path.join(checkpoint, "self_reward_config.json")))
+    resumed = LaSeRGRPOTrainer(
+        model=tiny_model_dir,
+        reward_funcs=parity_reward,
+        args=make_args(tmp_path, save_strategy="no", max_steps=2),
+        train_dataset=prompt_dataset,
+    )
+    resumed.train(resume_from_checkpoint=checkpoint)
+    assert resumed.ref_constant == saved["ref_constant"]
+
+
+def test_errors_name_the_fix(tmp_path, tiny_model_dir, prompt_dataset):
+    def build(**kwargs):
+        reward_funcs = kwargs.pop("reward_funcs", parity_reward)
+        args = kwargs.pop("args", None) or make_args(tmp_path, **kwargs.pop("config", {}))
+        return LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=reward_funcs, args=args, train_dataset=prompt_dataset, **kwargs)
+
+    with pytest.raises(ValueError, match="set `self_reward_target`"):
+        build(reward_funcs=[parity_reward, length_reward])
+    with pytest.raises(ValueError, match="not one of the reward functions"):
+        build(reward_funcs=[parity_reward, length_reward], config={"self_reward_target": "nope"})
+    with pytest.raises(ValueError, match="needs a reference model"):
+        build(config={"self_reward_use_ref_model": True})
+    with pytest.raises(NotImplementedError, match="tools"):
+        build(tools=[len])
+    with pytest.raises(TypeError, match="needs a LaSeRConfig"):
+        build(args=make_args(tmp_path, config_class=GRPOConfig))
+    with pytest.raises(ValueError, match="is an EOS token"):
+        build(config={"self_reward_token": "<|im_end|>"})
+    trainer = build(reward_funcs=[parity_reward, length_reward], config={"self_reward_target": "length_reward"})
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        generation_batch(trainer)

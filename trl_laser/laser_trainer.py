@@ -1,0 +1,380 @@
+import json
+import logging
+import os
+import textwrap
+from contextlib import nullcontext
+
+import torch
+from accelerate.utils import gather, is_peft_model
+from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import get_config_model_id, use_adapter
+
+from .laser_config import LaSeRConfig
+from .last_token import capture_hidden_states, eos_positions, token_log_probs
+from .metadata import SELF_REWARD_CONFIG_NAME, SelfRewardConfig
+from .self_reward import (
+    class_weights,
+    harmonic_f1,
+    mix_advantages,
+    self_reward_score,
+    verification_counts,
+    weighted_squared_error_sum,
+)
+from .self_reward_token import resolve_self_reward_token
+
+
+logger = logging.getLogger(__name__)
+
+# Keys this trainer adds to TRL's generation batch; TRL splits and shuffles them with the rest of the batch.
+_POSITIONS, _TARGETS, _WEIGHTS, _REF_LOG_PROBS = (
+    "self_reward_positions",
+    "self_reward_targets",
+    "self_reward_weights",
+    "self_reward_ref_log_probs",
+)
+# Global counts of the generation batch (0-dim tensors: TRL passes them to every micro-batch unchanged).
+_NUM_VALID, _NUM_CORRECT, _NUM_INCORRECT = "self_reward_num_valid", "self_reward_num_correct", "self_reward_num_incorrect"
+
+
+class LaSeRGRPOTrainer(GRPOTrainer):
+    """
+    Trainer for LaSeR: Reinforcement Learning with Last-Token Self-Rewarding.
+
+    LaSeR (https://huggingface.co/papers/2510.14943) trains the policy to also judge its own completions. The judgement
+    is the self-reward score r_s = β_v · (log π_θ(z_c | x, y) − c_ref), read from the next-token distribution right
+    after the completion's EOS for a pre-chosen token z_c. Training regresses r_s onto the verifier reward r_v with an
+    MSE term added to the GRPO loss (paper Eq. 10):
+
+        L = L_GRPO + α · Σ_i w_i (r_s,i − r_v,i)² / N
+
+    over the N finished, rewarded completions of the generation batch, with class weights w_i (see
+    [`trl_laser.self_reward.class_weights`]). log π_θ(z_c | x, y) comes from the hidden state of the EOS token in the
+    same forward pass as the policy loss: no second pass, one extra row of LM head per completion. Optionally, the
+    scores are mixed into the advantages (paper §4.2, [`trl_laser.self_reward.mix_advantages`]).
+
+    The changes w.r.t. [`trl.GRPOTrainer`]:
+    - `_generate_and_score_completions`: adds the EOS position, verifier target and class weight of each completion
+      to the batch, measures c_ref on the first batch, and (when enabled) mixes the advantages.
+    - `_calculate_rewards`: keeps the per-function rewards so the verifier target can be read.
+    - `_compute_loss`: adds the alignment term and logs the `self_reward/` metrics.
+    - `_save` / `_load_optimizer_and_scheduler`: save the scoring metadata with the model and restore c_ref.
+    Everything else (generation, rewards, KL, loss types, logging, vLLM, distributed training) is inherited unchanged.
+    """
+
+    _tag_names = ["trl", "grpo", "laser"]
+    _name = "LaSeR"
+    _paper = {
+        "title": "LaSeR: Reinforcement Learning with Last-Token Self-Rewarding",
+        "id": "2510.14943",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @inproceedings{yang2026laser,
+                title        = {{LaSeR: Reinforcement Learning with Last-Token Self-Rewarding}},
+                author       = {Wenkai Yang and Weijie Liu and Ruobing Xie and Yiju Guo and Lulu Wu and Saiyong Yang and Yankai Lin},
+                year         = 2026,
+                booktitle    = {International Conference on Learning Representations (ICLR)},
+                eprint       = {arXiv:2510.14943},
+            }"""),
+    }
+
+    def __init__(self, model, reward_funcs, args: LaSeRConfig | None = None, **kwargs):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = LaSeRConfig(f"{model_name.split('/')[-1]}-LaSeR")
+        elif not isinstance(args, LaSeRConfig):
+            raise TypeError(
+                f"LaSeRGRPOTrainer needs a LaSeRConfig, got {type(args).__name__}. Build the arguments with "
+                "`LaSeRConfig(...)` (it accepts every GRPOConfig field)."
+            )
+        self._check_supported(reward_funcs, args, kwargs)
+        super().__init__(model, reward_funcs, args=args, **kwargs)
+
+        self._target_index = self._resolve_target_index()
+        self.self_reward_token, self.self_reward_token_id = resolve_self_reward_token(
+            self._tokenizer,
+            self.accelerator.unwrap_model(self.model),
+            args.self_reward_token,
+            eos_token_ids=self.eos_token_ids,
+        )
+        self.ref_constant = args.self_reward_ref_constant
+        self.ref_constant_std = None
+        self._rewards_per_func = None
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Validation (before the model is loaded, where possible)
+
+    @staticmethod
+    def _check_supported(reward_funcs, args: LaSeRConfig, kwargs: dict):
+        for feature in ("tools", "rollout_func", "environment_factory"):
+            if kwargs.get(feature) is not None:
+                raise NotImplementedError(
+                    f"LaSeRGRPOTrainer does not support `{feature}` yet: multi-turn completions interleave tool or "
+                    "environment output, and the self-reward position after the model's own EOS is not defined there. "
+                    "Use GRPOTrainer for that run, or single-turn completions."
+                )
+        if not args.laser_enabled:
+            return
+        num_funcs = len(reward_funcs) if isinstance(reward_funcs, list) else 1
+        if num_funcs > 1 and args.self_reward_target is None:
+            raise ValueError(
+                f"With {num_funcs} reward functions, LaSeR needs to know which one is the verifier reward r_v: set "
+                "`self_reward_target` to its name (the function's __name__, or the model id of a reward model)."
+            )
+        if args.self_reward_use_ref_model and args.beta == 0.0 and kwargs.get("peft_config") is None:
+            raise ValueError(
+                "self_reward_use_ref_model=True needs a reference model, and TRL loads one only when beta > 0 (or "
+                "uses the base model under a PEFT adapter). Set beta > 0, pass a peft_config, or use the constant "
+                "(self_reward_use_ref_model=False; the paper finds no difference)."
+            )
+
+    def _resolve_target_index(self) -> int:
+        names = list(self.reward_func_names)
+        target = self.args.self_reward_target
+        if target is None:
+            return 0
+        if target not in names:
+            raise ValueError(f"self_reward_target={target!r} is not one of the reward functions: {names}.")
+        return names.index(target)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Schedule
+
+    @property
+    def _alignment_active(self) -> bool:
+        return self.args.self_reward_coef > 0 and self.state.global_step >= self.args.reasoning_warmup_steps
+
+    def _mixing_active(self, mode: str) -> bool:
+        start = self.args.reasoning_warmup_steps + self.args.self_reward_warmup_steps
+        return mode == "train" and self.args.self_reward_advantage_coef > 0 and self.state.global_step >= start
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Generation batch
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # Kept so that `_generate_and_score_completions` can read the verifier reward; gathered over all processes.
+        self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._rewards_per_func
+
+    @torch.no_grad()
+    def _sequence_log_probs(self, model, output, positions, reference: bool = False) -> torch.Tensor:
+        """log π(z_c | x, y) for every row of a generation batch, from one no-grad forward of `model`.
+
+        The forward goes through the model's own head with `logits_to_keep=1` (one position of logits per row); the
+        hidden state at each EOS is taken by the capture hook and projected alone, untempered.
+        """
+        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        absolute = output["prompt_ids"].size(1) + positions
+        batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if reference and self.ref_model is None:
+            # PEFT: the reference is the base model, i.e. the policy with its adapter disabled (as in TRL)
+            adapter = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+        else:
+            adapter = nullcontext()
+        with (
+            adapter,
+            disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
+            capture_hidden_states(model, absolute) as capture,
+        ):
+            for start in range(0, input_ids.size(0), batch_size):
+                end = start + batch_size
+                with self.accelerator.autocast():
+                    model(input_ids=input_ids[start:end], attention_mask=attention_mask[start:end], logits_to_keep=1)
+            return token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if not self.args.laser_enabled:
+            return output
+        mode = "train" if self.model.training else "eval"
+        device = self.accelerator.device
+        num_local = output["completion_ids"].size(0)
+        process_slice = slice(self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local)
+
+        positions, finished = eos_positions(output["completion_ids"], output["completion_mask"], self.eos_token_ids)
+        targets = self._rewards_per_func[:, self._target_index]  # all processes
+        all_finished = gather(finished)
+        valid = all_finished & ~torch.isnan(targets)
+        self._check_targets(targets[valid])
+        weights = class_weights(targets, valid, balance=self.args.self_reward_balance)
+        correct = valid & (targets > 0.5)
+
+        output[_POSITIONS] = positions
+        output[_TARGETS] = targets[process_slice]
+        output[_WEIGHTS] = weights[process_slice]
+        output[_NUM_VALID] = valid.sum().float()
+        output[_NUM_CORRECT] = correct.sum().float()
+        output[_NUM_INCORRECT] = (valid & ~correct).sum().float()
+
+        if self.args.self_reward_use_ref_model:
+            reference = self.ref_model if self.ref_model is not None else self.model
+            ref_log_probs = self._sequence_log_probs(reference, output, positions, reference=True)
+            output[_REF_LOG_PROBS] = torch.where(finished, ref_log_probs, torch.nan)
+            if self.ref_constant is None:
+                self._set_ref_constant(ref_log_probs, finished)
+
+        # Scores of the generation batch under the policy that generated it. They are needed (1) once, to measure
+        # c_ref with the initial model, and (2) for advantage mixing, which must know every score of a group before
+        # the first loss is computed. They come from one no-grad forward over the batch (the same pass TRL runs for
+        # old log-probs when it needs them), reading the EOS hidden states; nothing else pays for it.
+        needs_ref_constant = self.ref_constant is None
+        if needs_ref_constant or self._mixing_active(mode):
+            log_probs = self._sequence_log_probs(self.model, output, positions)
+            if needs_ref_constant:
+                self._set_ref_constant(log_probs, finished)
+            if self._mixing_active(mode) and self.ref_constant is not None:
+                reference = output.get(_REF_LOG_PROBS, self.ref_constant)
+                scores = self_reward_score(log_probs, self.args.self_reward_beta, reference)
+                self._mix_advantages(output, gather(scores), all_finished, process_slice)
+
+        self._metrics[mode]["self_reward/finished_fraction"].append(all_finished.float().mean().item())
+        if self.ref_constant is not None:
+            self._metrics[mode]["self_reward/ref_constant"].append(self.ref_constant)
+        return output
+
+    def _check_targets(self, targets: torch.Tensor):
+        if targets.numel() and (targets.min() < 0 or targets.max() > 1):
+            name = self.reward_func_names[self._target_index]
+            raise ValueError(
+                f"The verifier reward '{name}' returned values in [{targets.min().item():g}, {targets.max().item():g}]; "
+                "LaSeR regresses the self-reward score onto it, so it must lie in [0, 1] (1 = correct). Rescale the "
+                "function or choose another `self_reward_target`."
+            )
+
+    def _set_ref_constant(self, log_probs: torch.Tensor, finished: torch.Tensor):
+        values = gather(torch.where(finished, log_probs, torch.nan))
+        values = values[~torch.isnan(values)]
+        if values.numel() == 0:
+            return  # no completion finished in this batch: measure on the next one
+        if self.state.global_step > 0:
+            logger.warning(
+                f"c_ref is measured at step {self.state.global_step}, after updates: no earlier generation batch had a "
+                "finished completion. Set `self_reward_ref_constant` to control it."
+            )
+        self.ref_constant = values.mean().item()
+        self.ref_constant_std = values.std().item() if values.numel() > 1 else 0.0
+        logger.warning(
+            f"Measured the self-reward reference constant c_ref = {self.ref_constant:.3f} ± {self.ref_constant_std:.3f} "
+            f"(log π({self.self_reward_token!r} | x, y) over {values.numel()} completions); it is saved with the model."
+        )
+
+    def _mix_advantages(self, output, scores, finished, process_slice):
+        verifier_advantages = gather(output["advantages"])
+        mixed = mix_advantages(
+            verifier_advantages,
+            scores,
+            finished,
+            num_generations=self.num_generations,
+            coef=self.args.self_reward_advantage_coef,
+            std_threshold=self.args.self_reward_advantage_std_threshold,
+        )
+        output["advantages"] = mixed[process_slice]
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Loss
+
+    def _compute_loss(self, model, inputs):
+        if not self.args.laser_enabled or self.ref_constant is None and not self.args.self_reward_use_ref_model:
+            return super()._compute_loss(model, inputs)
+        positions = inputs["prompt_ids"].size(1) + inputs[_POSITIONS]
+        with capture_hidden_states(model, positions) as capture:
+            loss = super()._compute_loss(model, inputs)
+        log_probs = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
+        reference = inputs[_REF_LOG_PROBS] if self.args.self_reward_use_ref_model else self.ref_constant
+        scores = self_reward_score(log_probs, self.args.self_reward_beta, reference)
+        targets, weights = inputs[_TARGETS], inputs[_WEIGHTS]
+
+        mode = "train" if self.model.training else "eval"
+        # Per-micro-batch share of the generation-batch mean Σ w e / N: dividing by N / num_processes, and in training
+        # by the number of micro-batches per generation batch, makes the accumulated gradient independent of the
+        # micro-batch size, gradient accumulation and the number of processes (as TRL's "dapo" normalisation).
+        # `steps_per_generation` micro-batches make one generation batch; `current_gradient_accumulation_steps` of
+        # them one optimizer step.
+        squared_error = weighted_squared_error_sum(scores, targets, weights)
+        normalizer = inputs[_NUM_VALID].clamp(min=1.0) / self.accelerator.num_processes
+        steps_per_generation = self.args.steps_per_generation if mode == "train" else 1
+        if mode == "train":
+            normalizer = normalizer * self.current_gradient_accumulation_steps / steps_per_generation
+        if self._alignment_active:
+            loss = loss + self.args.self_reward_coef * squared_error / normalizer
+
+        self._log_self_reward_metrics(mode, scores, targets, weights, squared_error, inputs, steps_per_generation)
+        return loss
+
+    def _log_self_reward_metrics(self, mode, scores, targets, weights, squared_error, inputs, steps_per_generation):
+        """Log each micro-batch's share of the generation-batch statistics, scaled so that TRL's mean over the
+        `steps_per_generation` micro-batches of a generation batch is the statistic of the whole batch."""
+        valid = weights != 0
+        sums = torch.cat([squared_error.detach().reshape(1), verification_counts(scores, targets, valid)])
+        sums = self.accelerator.reduce(sums, reduction="sum") * steps_per_generation
+        loss_sum, score_correct, score_incorrect, ok_correct, ok_incorrect = sums[:5].tolist()
+        num_valid, num_correct, num_incorrect = (inputs[k].item() for k in (_NUM_VALID, _NUM_CORRECT, _NUM_INCORRECT))
+        nan = float("nan")
+        metrics = self._metrics[mode]
+        metrics["self_reward/loss"].append(loss_sum / num_valid if num_valid else nan)
+        metrics["self_reward/score_correct"].append(score_correct / num_correct if num_correct else nan)
+        metrics["self_reward/score_incorrect"].append(score_incorrect / num_incorrect if num_incorrect else nan)
+        metrics["self_reward/acc_correct"].append(ok_correct / num_correct if num_correct else nan)
+        metrics["self_reward/acc_incorrect"].append(ok_incorrect / num_incorrect if num_incorrect else nan)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        # F1 is not additive over micro-batches: derive it from the window's class accuracies.
+        mode = "train" if self.model.training else "eval"
+        metrics = self._metrics[mode]
+        acc_correct = [v for v in metrics.get("self_reward/acc_correct", []) if v == v]
+        acc_incorrect = [v for v in metrics.get("self_reward/acc_incorrect", []) if v == v]
+        if acc_correct and acc_incorrect:
+            f1 = harmonic_f1(sum(acc_correct) / len(acc_correct), sum(acc_incorrect) / len(acc_incorrect))
+            metrics["self_reward/f1"] = [f1]
+        super().log(logs, start_time)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Saving and resuming
+
+    def self_reward_config(self) -> SelfRewardConfig | None:
+        """The scoring recipe of the model being trained (None until c_ref is known)."""
+        if self.ref_constant is None:
+            return None
+        reference = get_config_model_id(self.accelerator.unwrap_model(self.model).config)
+        return SelfRewardConfig(
+            token=self.self_reward_token,
+            token_id=self.self_reward_token_id,
+            beta=self.args.self_reward_beta,
+            ref_constant=self.ref_constant,
+            ref_constant_std=self.ref_constant_std,
+            use_ref_model=self.args.self_reward_use_ref_model,
+            reference_model=reference,
+        )
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        config = self.self_reward_config()
+        if config is None:
+            logger.warning(
+                f"Saved {output_dir} without {SELF_REWARD_CONFIG_NAME}: c_ref is not measured yet (no finished "
+                "completion so far). Set `self_reward_ref_constant` to save it from the start."
+            )
+            return
+        config.save_pretrained(output_dir)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, SELF_REWARD_CONFIG_NAME)
+        if not os.path.isfile(path):
+            return
+        with open(path) as f:
+            saved = json.load(f)
+        if saved["token_id"] != self.self_reward_token_id:
+            raise ValueError(
+                f"The checkpoint {checkpoint} was trained with self-reward token {saved['token']!r} (id "
+                f"{saved['token_id']}), but this run resolved {self.self_reward_token!r} (id {self.self_reward_token_id}). "
+                f"Resume with `self_reward_token={saved['token_id']}`."
+            )
+        if self.args.self_reward_ref_constant is None:
+            # Resuming must not re-measure c_ref with the trained model: the score would shift silently.
+            self.ref_constant, self.ref_constant_std = saved["ref_constant"], saved.get("ref_constant_std")
