@@ -87,7 +87,9 @@ def run(name: str, model: str, steps: int, output_dir: str, args: argparse.Names
         config, trainer_class = GRPOConfig(**common), GRPOTrainer
     else:
         mixing = {"self_reward_advantage_coef": 0.1} if name == "laser+mixing" else {}
-        config = LaSeRConfig(**common, self_reward_token=args.token, self_reward_ref_constant=args.ref_constant, **mixing)
+        config = LaSeRConfig(
+            **common, self_reward_token=args.token, self_reward_ref_constant=args.ref_constant, **mixing
+        )
         trainer_class = LaSeRGRPOTrainer
     memory = PeakMemory()
     trainer = trainer_class(

@@ -96,7 +96,9 @@ def main():
     model = script_args.model_name_or_path or demo_model_path()
     if script_args.dataset_name == BUILTIN_DATASET:
         train_dataset = make_compare_dataset(script_args.num_builtin_examples, seed=training_args.seed)
-        eval_dataset = make_compare_dataset(64, seed=training_args.seed + 1) if training_args.eval_strategy != "no" else None
+        eval_dataset = (
+            make_compare_dataset(64, seed=training_args.seed + 1) if training_args.eval_strategy != "no" else None
+        )
         reward = exact_answer_reward
     else:
         dataset = math_dataset(script_args)

@@ -62,7 +62,10 @@ def main(model_dir: str, output_dir: str):
     n1 = int((finished & (targets > 0.5)).sum())
     n0 = n - n1
     weights = torch.tensor(
-        [(n / (2 * n1) if t > 0.5 else n / (2 * n0)) if f else 0.0 for f, t in zip(finished.tolist(), targets.tolist())]
+        [
+            (n / (2 * n1) if t > 0.5 else n / (2 * n0)) if f else 0.0
+            for f, t in zip(finished.tolist(), targets.tolist())
+        ]
     )
     expected = (weights * (scores - targets).square()).sum() / n
     local_rows = int(torch.tensor([len(positions)]).item())

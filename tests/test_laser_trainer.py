@@ -74,7 +74,9 @@ def test_matches_grpo_when_laser_is_off(tmp_path, tiny_model_dir, prompt_dataset
         ("laser", LaSeRGRPOTrainer, LaSeRConfig, {"self_reward_coef": 0.0, "self_reward_advantage_coef": 0.0}),
     ]:
         args = make_args(tmp_path / name, config_class=config_class, bf16=False, **extra)
-        trainer = trainer_class(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+        trainer = trainer_class(
+            model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+        )
         trainer.train()
         runs[name] = (trainer.state.log_history, {k: v.clone() for k, v in trainer.model.state_dict().items()})
     grpo_logs, grpo_params = runs["grpo"]
@@ -95,7 +97,9 @@ def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_data
         self_reward_balance=balance,
         per_device_train_batch_size=16,
     )
-    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
     output = generation_batch(trainer)
     trainer.current_gradient_accumulation_steps = 1
     model = trainer.model
@@ -127,7 +131,9 @@ def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_data
 
 def test_term_does_not_depend_on_micro_batch_split(tmp_path, tiny_model_dir, prompt_dataset):
     args = make_args(tmp_path, self_reward_ref_constant=-4.0, per_device_train_batch_size=16, self_reward_beta=0.5)
-    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
     output = generation_batch(trainer)
     model = trainer.model
 
@@ -146,7 +152,9 @@ def test_term_does_not_depend_on_micro_batch_split(tmp_path, tiny_model_dir, pro
 
 def test_reference_constant_is_measured_on_first_batch(tmp_path, tiny_model_dir, prompt_dataset):
     args = make_args(tmp_path)
-    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
     assert trainer.ref_constant is None
     output = generation_batch(trainer)
     log_probs, finished = expected_log_probs(trainer.model, output)
@@ -158,12 +166,17 @@ def test_reference_constant_is_measured_on_first_batch(tmp_path, tiny_model_dir,
 def test_advantage_mixing_uses_scores_of_the_generating_policy(tmp_path, tiny_model_dir, prompt_dataset):
     common = dict(per_device_train_batch_size=16, self_reward_ref_constant=-4.75, self_reward_beta=4.0)
     plain = LaSeRGRPOTrainer(
-        model=tiny_model_dir, reward_funcs=parity_reward, args=make_args(tmp_path / "a", **common), train_dataset=prompt_dataset
+        model=tiny_model_dir,
+        reward_funcs=parity_reward,
+        args=make_args(tmp_path / "a", **common),
+        train_dataset=prompt_dataset,
     )
     mixed = LaSeRGRPOTrainer(
         model=tiny_model_dir,
         reward_funcs=parity_reward,
-        args=make_args(tmp_path / "b", self_reward_advantage_coef=0.3, self_reward_advantage_std_threshold=0.0, **common),
+        args=make_args(
+            tmp_path / "b", self_reward_advantage_coef=0.3, self_reward_advantage_std_threshold=0.0, **common
+        ),
         train_dataset=prompt_dataset,
     )
     torch.manual_seed(0)
@@ -182,7 +195,9 @@ def test_advantage_mixing_uses_scores_of_the_generating_policy(tmp_path, tiny_mo
 
 def test_warmup_delays_the_alignment_term(tmp_path, tiny_model_dir, prompt_dataset):
     args = make_args(tmp_path, self_reward_ref_constant=-4.0, reasoning_warmup_steps=5, per_device_train_batch_size=16)
-    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
     output = generation_batch(trainer)
     trainer.current_gradient_accumulation_steps = 1
     during = trainer._compute_loss(trainer.model, output) - GRPOTrainer._compute_loss(trainer, trainer.model, output)
@@ -196,7 +211,7 @@ def test_warmup_delays_the_alignment_term(tmp_path, tiny_model_dir, prompt_datas
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"loss_type": "grpo", "num_iterations": 2},
+        {"loss_type": "grpo", "num_iterations": 2, "gradient_checkpointing": True},
         {"loss_type": "dr_grpo", "gradient_accumulation_steps": 2, "per_device_train_batch_size": 4},
         {"loss_type": "bnpo", "self_reward_advantage_coef": 0.1, "beta": 0.05, "self_reward_use_ref_model": True},
         {"loss_type": "dapo", "eval_strategy": "steps", "eval_steps": 1, "per_device_eval_batch_size": 8},
@@ -258,7 +273,9 @@ def test_checkpoint_carries_scoring_metadata(tmp_path, tiny_model_dir, prompt_da
     from trl_laser.last_token import capture_hidden_states, token_log_probs
 
     args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=1)
-    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
     trainer.train()
     checkpoint = os.path.join(args.output_dir, "checkpoint-1")
     config = load_self_reward_config(checkpoint)
@@ -275,13 +292,17 @@ def test_checkpoint_carries_scoring_metadata(tmp_path, tiny_model_dir, prompt_da
     for model in (trainer.model, reloaded):
         with torch.no_grad(), capture_hidden_states(model, positions) as capture:
             model(input_ids=input_ids)
-        scores.append(config.beta * (token_log_probs(model, capture.hidden_states(), config.token_id) - config.ref_constant))
+        scores.append(
+            config.beta * (token_log_probs(model, capture.hidden_states(), config.token_id) - config.ref_constant)
+        )
     assert torch.allclose(scores[0], scores[1], atol=1e-6)
 
 
 def test_resume_restores_the_reference_constant(tmp_path, tiny_model_dir, prompt_dataset):
     args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=1)
-    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
     trainer.train()
     checkpoint = os.path.join(args.output_dir, "checkpoint-1")
     saved = json.load(open(os.path.join(checkpoint, "self_reward_config.json")))
@@ -299,7 +320,9 @@ def test_errors_name_the_fix(tmp_path, tiny_model_dir, prompt_dataset):
     def build(**kwargs):
         reward_funcs = kwargs.pop("reward_funcs", parity_reward)
         args = kwargs.pop("args", None) or make_args(tmp_path, **kwargs.pop("config", {}))
-        return LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=reward_funcs, args=args, train_dataset=prompt_dataset, **kwargs)
+        return LaSeRGRPOTrainer(
+            model=tiny_model_dir, reward_funcs=reward_funcs, args=args, train_dataset=prompt_dataset, **kwargs
+        )
 
     with pytest.raises(ValueError, match="set `self_reward_target`"):
         build(reward_funcs=[parity_reward, length_reward])

@@ -19,7 +19,9 @@ def test_score_is_scaled_log_ratio():
     log_probs = torch.tensor([-20.0, -23.0, -18.5])
     assert torch.allclose(self_reward_score(log_probs, 0.1, -23.0), torch.tensor([0.3, 0.0, 0.45]))
     # exact form: a per-completion reference log-prob
-    assert torch.allclose(self_reward_score(log_probs, 0.5, torch.tensor([-21.0, -22.0, -18.5])), torch.tensor([0.5, -0.5, 0.0]))
+    assert torch.allclose(
+        self_reward_score(log_probs, 0.5, torch.tensor([-21.0, -22.0, -18.5])), torch.tensor([0.5, -0.5, 0.0])
+    )
 
 
 def test_class_weights_balance_by_hand():
@@ -76,7 +78,9 @@ def test_mix_advantages_by_hand():
 def test_mix_advantages_unfinished_score_zero():
     verifier = torch.zeros(2)
     scores = torch.tensor([0.8, 0.8])
-    mixed = mix_advantages(verifier, scores, torch.tensor([True, False]), num_generations=2, coef=1.0, std_threshold=0.1)
+    mixed = mix_advantages(
+        verifier, scores, torch.tensor([True, False]), num_generations=2, coef=1.0, std_threshold=0.1
+    )
     # s = [0.8, 0]: mean 0.4, unbiased std 0.4*sqrt(2)
     std = 0.4 * math.sqrt(2)
     assert torch.allclose(mixed, torch.tensor([0.4 / std, -0.4 / std]))

@@ -16,7 +16,14 @@ _EXPORTS = {
     "SelfRewardScorer": "trl_laser.inference.scorer",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "LaSeRConfig",
+    "LaSeRGRPOTrainer",
+    "SelfRewardConfig",
+    "SelfRewardScorer",
+    "estimate_reference_constant",
+    "load_self_reward_config",
+]
 
 if TYPE_CHECKING:
     from .inference.scorer import SelfRewardScorer

@@ -1,8 +1,8 @@
 """The `trl-laser` command: one entry point, one subcommand per task.
 
-    trl-laser estimate-constant   measure c_ref = mean log π_ref(z_c | x, y) for a model
-    trl-laser evaluate            sample, self-score, vote, and plot on a dataset
-    trl-laser correction-data     sequential rejection sampling for self-rewarding correction
+trl-laser estimate-constant   measure c_ref = mean log π_ref(z_c | x, y) for a model
+trl-laser evaluate            sample, self-score, vote, and plot on a dataset
+trl-laser correction-data     sequential rejection sampling for self-rewarding correction
 """
 
 import argparse

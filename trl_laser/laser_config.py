@@ -99,7 +99,9 @@ class LaSeRConfig(GRPOConfig):
     )
     self_reward_warmup_steps: int = field(
         default=0,
-        metadata={"help": "Further optimizer steps (after reasoning_warmup_steps) before the advantage mixing starts."},
+        metadata={
+            "help": "Further optimizer steps (after reasoning_warmup_steps) before the advantage mixing starts."
+        },
     )
 
     def __post_init__(self):
@@ -111,7 +113,10 @@ class LaSeRConfig(GRPOConfig):
         if isinstance(self.self_reward_token, str) and self.self_reward_token.lstrip("-").isdigit():
             self.self_reward_token = int(self.self_reward_token)
         checks = [
-            (self.self_reward_coef >= 0, f"self_reward_coef must be >= 0 (0 turns it off), got {self.self_reward_coef}."),
+            (
+                self.self_reward_coef >= 0,
+                f"self_reward_coef must be >= 0 (0 turns it off), got {self.self_reward_coef}.",
+            ),
             (self.self_reward_beta > 0, f"self_reward_beta must be > 0, got {self.self_reward_beta}."),
             (
                 0 <= self.self_reward_advantage_coef <= 1,
@@ -119,10 +124,12 @@ class LaSeRConfig(GRPOConfig):
             ),
             (
                 self.self_reward_advantage_std_threshold >= 0,
-                "self_reward_advantage_std_threshold must be >= 0, got "
-                f"{self.self_reward_advantage_std_threshold}.",
+                f"self_reward_advantage_std_threshold must be >= 0, got {self.self_reward_advantage_std_threshold}.",
             ),
-            (self.reasoning_warmup_steps >= 0, f"reasoning_warmup_steps must be >= 0, got {self.reasoning_warmup_steps}."),
+            (
+                self.reasoning_warmup_steps >= 0,
+                f"reasoning_warmup_steps must be >= 0, got {self.reasoning_warmup_steps}.",
+            ),
             (
                 self.self_reward_warmup_steps >= 0,
                 f"self_reward_warmup_steps must be >= 0, got {self.self_reward_warmup_steps}.",

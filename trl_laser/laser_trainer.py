@@ -5,7 +5,7 @@ import textwrap
 from contextlib import nullcontext
 
 import torch
-from accelerate.utils import gather, is_peft_model
+from accelerate.utils import gather
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, use_adapter
@@ -34,7 +34,11 @@ _POSITIONS, _TARGETS, _WEIGHTS, _REF_LOG_PROBS = (
     "self_reward_ref_log_probs",
 )
 # Global counts of the generation batch (0-dim tensors: TRL passes them to every micro-batch unchanged).
-_NUM_VALID, _NUM_CORRECT, _NUM_INCORRECT = "self_reward_num_valid", "self_reward_num_correct", "self_reward_num_incorrect"
+_NUM_VALID, _NUM_CORRECT, _NUM_INCORRECT = (
+    "self_reward_num_valid",
+    "self_reward_num_correct",
+    "self_reward_num_incorrect",
+)
 
 
 class LaSeRGRPOTrainer(GRPOTrainer):
@@ -166,7 +170,9 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
         absolute = output["prompt_ids"].size(1) + positions
-        batch_size = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        batch_size = (
+            self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        )
         unwrapped = self.accelerator.unwrap_model(self.model)
         if reference and self.ref_model is None:
             # PEFT: the reference is the base model, i.e. the policy with its adapter disabled (as in TRL)
@@ -189,9 +195,10 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         if not self.args.laser_enabled:
             return output
         mode = "train" if self.model.training else "eval"
-        device = self.accelerator.device
         num_local = output["completion_ids"].size(0)
-        process_slice = slice(self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local)
+        process_slice = slice(
+            self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local
+        )
 
         positions, finished = eos_positions(output["completion_ids"], output["completion_mask"], self.eos_token_ids)
         targets = self._rewards_per_func[:, self._target_index]  # all processes

@@ -101,7 +101,9 @@ def token_log_probs(model: nn.Module, hidden_states: torch.Tensor, token_id: int
     return untempered_logits(model, hidden_states).log_softmax(dim=-1)[:, token_id]
 
 
-def eos_positions(completion_ids: torch.Tensor, completion_mask: torch.Tensor, eos_token_ids) -> tuple[torch.Tensor, torch.Tensor]:
+def eos_positions(
+    completion_ids: torch.Tensor, completion_mask: torch.Tensor, eos_token_ids
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Index (within the completion) of the EOS that ends each completion, and whether the completion finished.
 
     A completion finished when its last unmasked token is an EOS token; TRL cuts completions right after their first

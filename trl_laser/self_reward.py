@@ -14,9 +14,7 @@ CORRECT_THRESHOLD = 0.5
 """A completion counts as correct when r_v > 0.5, and as *judged* correct by the model when r_s > 0.5."""
 
 
-def self_reward_score(
-    token_log_probs: torch.Tensor, beta: float, ref_log_probs: torch.Tensor | float
-) -> torch.Tensor:
+def self_reward_score(token_log_probs: torch.Tensor, beta: float, ref_log_probs: torch.Tensor | float) -> torch.Tensor:
     """r_s = β_v · (log π_θ(z_c | x, y) − log π_ref(z_c | x, y)), paper Eq. (8).
 
     `ref_log_probs` is either the reference model's log-prob per completion (exact form) or the constant c_ref that
@@ -138,7 +136,5 @@ def verification_metrics(scores: torch.Tensor, targets: torch.Tensor, valid: tor
         "acc_correct": ok_c / n_c if n_c else nan,
         "acc_incorrect": ok_i / n_i if n_i else nan,
     }
-    metrics["f1"] = (
-        harmonic_f1(metrics["acc_correct"], metrics["acc_incorrect"]) if n_c and n_i else nan
-    )
+    metrics["f1"] = harmonic_f1(metrics["acc_correct"], metrics["acc_incorrect"]) if n_c and n_i else nan
     return metrics

@@ -63,7 +63,9 @@ def _has_twin(weight: torch.Tensor, token_id: int) -> bool:
         return int((weight == weight[token_id]).all(dim=1).sum()) > 1
 
 
-def resolve_self_reward_token(tokenizer, model: nn.Module, token: str | int = "auto", eos_token_ids=()) -> tuple[str, int]:
+def resolve_self_reward_token(
+    tokenizer, model: nn.Module, token: str | int = "auto", eos_token_ids=()
+) -> tuple[str, int]:
     """Return `(token_string, token_id)` for the self-reward token, validating a user choice or picking one.
 
     `"auto"` takes the first usable special token: the authors' choice when the tokenizer has it, otherwise the

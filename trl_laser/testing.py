@@ -36,7 +36,9 @@ def tiny_tokenizer(pad_is_eos: bool = True) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0, hidden_size: int = 32, layers: int = 2) -> LlamaForCausalLM:
+def tiny_model(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, hidden_size: int = 32, layers: int = 2
+) -> LlamaForCausalLM:
     """A randomly initialised two-layer Llama sized for `tokenizer` (float32)."""
     import torch
 
