@@ -64,7 +64,7 @@ def main(model_dir: str, output_dir: str):
     weights = torch.tensor(
         [
             (n / (2 * n1) if t > 0.5 else n / (2 * n0)) if f else 0.0
-            for f, t in zip(finished.tolist(), targets.tolist())
+            for f, t in zip(finished.tolist(), targets.tolist(), strict=True)
         ]
     )
     expected = (weights * (scores - targets).square()).sum() / n
