@@ -31,6 +31,7 @@ def estimate_reference_constant(
     max_new_tokens: int = 256,
     temperature: float = 1.0,
     batch_size: int = 8,
+    seed: int | None = 0,
 ) -> ReferenceConstant:
     """Mean and standard deviation of log π_ref(z_c | x, y) over `model`'s own completions of `prompts`.
 
@@ -47,7 +48,13 @@ def estimate_reference_constant(
     # With beta = 1 and c_ref = 0 the score r_s is log π(z_c | x, y) itself.
     scorer = SelfRewardScorer(model, tokenizer, token=token_id, beta=1.0, ref_constant=0.0)
     samples = scorer.generate(
-        prompts, num_samples=num_samples, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size
+        prompts,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=batch_size,
+        seed=seed,
+        progress=True,
     )
     values = [score for sample in samples for score in sample.scores if score is not None]
     total = sum(len(sample.scores) for sample in samples)

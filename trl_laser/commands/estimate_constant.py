@@ -21,6 +21,7 @@ def register(subparsers):
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="Write the result as JSON to this file.")
     parser.set_defaults(func=run)
 
@@ -31,7 +32,7 @@ def run(args) -> int:
     from ..inference.data import load_problems
     from ..reference_constant import estimate_reference_constant
 
-    problems = load_problems(args.dataset, problem_column=args.problem_column)[: args.num_prompts]
+    problems = load_problems(args.dataset, problem_column=args.problem_column, limit=args.num_prompts)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model)
     result = estimate_reference_constant(
@@ -43,6 +44,7 @@ def run(args) -> int:
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         batch_size=args.batch_size,
+        seed=args.seed,
     )
     print(
         f"c_ref = {result.mean:.4f} ± {result.std:.4f} for token {result.token!r} (id {result.token_id}), over "
