@@ -252,10 +252,18 @@ def test_peft_lora(tmp_path, tiny_model_dir, prompt_dataset):
     assert trainer.ref_constant is not None
 
 
-def test_distinct_pad_token(tmp_path, tiny_model_dir_distinct_pad, prompt_dataset):
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_distinct_pad_token(tmp_path, tiny_model_dir_distinct_pad, prompt_dataset, padding_side):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir_distinct_pad, padding_side=padding_side)
     args = make_args(tmp_path, self_reward_ref_constant=-4.0, max_steps=1)
     trainer = LaSeRGRPOTrainer(
-        model=tiny_model_dir_distinct_pad, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+        model=tiny_model_dir_distinct_pad,
+        reward_funcs=parity_reward,
+        args=args,
+        train_dataset=prompt_dataset,
+        processing_class=tokenizer,
     )
     output = generation_batch(trainer)
     assert (output["completion_ids"] == 0).any(), "pad (id 0) differs from EOS (id 2) here"
