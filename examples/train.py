@@ -88,7 +88,6 @@ def main():
         save_steps=30,
         save_total_limit=1,
         report_to="none",
-        self_reward_token="<repo_name>",
         seed=0,
     )
     script_args, training_args = parser.parse_args_and_config()

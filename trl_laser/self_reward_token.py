@@ -119,6 +119,11 @@ def resolve_self_reward_token(
             f"self_reward_token={string!r} (id {token_id}) is {reserved[token_id]}; the score is read right after "
             "EOS, so z_c must be a token the model never emits or pads with. Use 'auto' or a reserved special token."
         )
+    if _has_twin(_output_rows(model), token_id):
+        logger.warning(
+            f"self_reward_token={string!r} (id {token_id}) shares its output-embedding row with another token: "
+            "training its logit moves the other's too. 'auto' picks a token without such a twin."
+        )
     if token_id in template_ids:
         raise ValueError(
             f"self_reward_token={string!r} (id {token_id}) is written by the chat template, so the model reads and "

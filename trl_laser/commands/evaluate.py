@@ -48,7 +48,9 @@ def register(subparsers):
     parser.add_argument("--num-subsets", type=int, default=32, help="Random subsets per k for the voting curves.")
     parser.add_argument("--token", default=None, help="Self-reward token (overrides the checkpoint's metadata).")
     parser.add_argument("--beta", type=float, default=None, help="β of the score (overrides the metadata).")
-    parser.add_argument("--ref-constant", type=float, default=None, help="c_ref of the score (overrides the metadata).")
+    parser.add_argument(
+        "--ref-constant", type=float, default=None, help="c_ref of the score (overrides the metadata)."
+    )
     parser.add_argument("--output", required=True, help="Report directory.")
     parser.add_argument(
         "--correction",
@@ -146,7 +148,12 @@ def run(args) -> int:
     results = {
         "model": args.model,
         "dataset": args.dataset,
-        "self_reward": {"token": scorer.token, "token_id": scorer.token_id, "beta": beta, "ref_constant": ref_constant},
+        "self_reward": {
+            "token": scorer.token,
+            "token_id": scorer.token_id,
+            "beta": beta,
+            "ref_constant": ref_constant,
+        },
         "generation": {
             "num_samples": args.num_samples,
             "max_new_tokens": args.max_new_tokens,
@@ -171,6 +178,12 @@ def run(args) -> int:
             output_dir=args.output,
             max_new_tokens=args.max_new_tokens,
             is_math=problems[0].check == "math",
+            # Explicit scoring values matter for a model saved without LaSeR metadata.
+            **{
+                k: v
+                for k, v in (("token", args.token), ("beta", args.beta), ("ref_constant", args.ref_constant))
+                if v is not None
+            },
         )
 
     with open(os.path.join(args.output, "results.json"), "w") as f:

@@ -1,0 +1,177 @@
+"""SelfRewardScorer: scores read during generation equal a separate forward over the same tokens.
+
+Completion lengths are forced with a logits processor so that every case is hit on purpose: rows finishing at
+different steps, an empty completion, truncated rows, and rows whose EOS is the last generated token (generation
+stopped before feeding it, so the scorer needs its one extra decode step).
+"""
+
+import math
+
+import pytest
+import torch
+from transformers import LogitsProcessor
+
+from trl_laser import SelfRewardScorer
+from trl_laser.metadata import SelfRewardConfig
+from trl_laser.testing import save_tiny_model, tiny_model, tiny_tokenizer
+
+
+TOLERANCE = 1e-4  # float32; cached decode and a full forward agree to ~1e-6 here
+TOKEN = "<reserved_0>"
+BETA, C_REF = 0.1, -5.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models run faster on one thread, and much faster when other processes share the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class EndAt(LogitsProcessor):
+    """Row r emits EOS exactly at generated index `ends[r]` (never when None); EOS is forbidden elsewhere."""
+
+    def __init__(self, prompt_width: int, ends: list[int | None], eos_id: int):
+        self.prompt_width, self.ends, self.eos_id = prompt_width, ends, eos_id
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_width
+        scores = scores.clone()
+        for row, end in enumerate(self.ends):
+            if end == step:
+                scores[row] = -math.inf
+                scores[row, self.eos_id] = 0.0
+            else:
+                scores[row, self.eos_id] = -math.inf
+        return scores
+
+
+def make_scorer(pad_is_eos: bool) -> SelfRewardScorer:
+    tokenizer = tiny_tokenizer(pad_is_eos=pad_is_eos)
+    return SelfRewardScorer(tiny_model(tokenizer).eval(), tokenizer, token=TOKEN, beta=BETA, ref_constant=C_REF)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["pad_is_eos", "pad_not_eos"])
+def scorer(request):
+    return make_scorer(request.param)
+
+
+def generate_forced(scorer, prompts, num_samples, ends, max_new_tokens, temperature=1.0):
+    width = max(len(scorer.encode_prompt(p)) for p in prompts)
+    processor = EndAt(width, ends, scorer.eos_ids[0])
+    return scorer.generate(
+        prompts,
+        num_samples=num_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        batch_size=len(ends),
+        seed=0,
+        logits_processor=[processor],
+    )
+
+
+def flatten(samples):
+    prompts = [s.prompt for s in samples for _ in s.token_ids]
+    ids = [i for s in samples for i in s.token_ids]
+    scores = [x for s in samples for x in s.scores]
+    finished = [f for s in samples for f in s.finished]
+    return prompts, ids, scores, finished
+
+
+def assert_scores_match_rescoring(scorer, samples):
+    prompts, ids, scores, finished = flatten(samples)
+    rescored = scorer.score(prompts, ids)
+    for score, again, done in zip(scores, rescored, finished, strict=True):
+        if done:
+            assert score == pytest.approx(again, abs=TOLERANCE)
+        else:
+            assert score is None
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.5, 2.0], ids=["greedy", "t0.5", "t2"])
+def test_generation_scores_equal_rescoring_at_every_kind_of_end(scorer, temperature):
+    prompts = ["What is 2+2?", "Hi"]  # different prompt lengths: left padding differs between rows
+    # EOS at index 2, 5, never, 7 (= last index with 8 new tokens), 0 (empty completion), never.
+    ends = [2, 5, None, 7, 0, None]
+    samples = generate_forced(scorer, prompts, num_samples=3, ends=ends, max_new_tokens=8, temperature=temperature)
+    _, ids, scores, finished = flatten(samples)
+    assert finished == [e is not None for e in ends]
+    assert [len(i) for i in ids] == [3, 6, 8, 8, 1, 8]
+    assert all((s is None) == (e is None) for s, e in zip(scores, ends, strict=True))
+    assert all(i[-1] in scorer.eos_ids for i, f in zip(ids, finished, strict=True) if f)
+    assert samples[1].texts[1] == ""  # the EOS-only completion decodes to nothing
+    assert_scores_match_rescoring(scorer, samples)
+
+
+def test_all_rows_stop_early_and_last_rows_use_the_extra_step(scorer):
+    # Generation stops after index 3 because every row has finished; two rows end right there.
+    samples = generate_forced(scorer, ["a", "bb"], num_samples=2, ends=[1, 3, 3, 0], max_new_tokens=12)
+    _, ids, scores, finished = flatten(samples)
+    assert finished == [True] * 4
+    assert [len(i) for i in ids] == [2, 4, 4, 1]
+    assert_scores_match_rescoring(scorer, samples)
+
+
+def test_unforced_sampling_matches_rescoring():
+    scorer = make_scorer(pad_is_eos=True)
+    samples = scorer.generate(["x", "what?", "count"], num_samples=4, max_new_tokens=40, temperature=3.0, seed=0)
+    _, _, scores, finished = flatten(samples)
+    assert any(finished) and not all(finished)  # seeded: both kinds occur
+    assert_scores_match_rescoring(scorer, samples)
+
+
+def test_score_is_beta_times_log_prob_after_eos_minus_constant():
+    scorer = make_scorer(pad_is_eos=False)
+    prompt, completion = "Is 3 > 2?", "yes"
+    ids = scorer.encode_prompt(prompt) + scorer.tokenizer(completion, add_special_tokens=False)["input_ids"]
+    ids.append(scorer.tokenizer.eos_token_id)
+    with torch.no_grad():
+        logits = scorer.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    expected = BETA * (logits.log_softmax(-1)[scorer.token_id].item() - C_REF)
+    # Text (EOS appended), ids without EOS (appended) and ids with EOS all give the same score.
+    text_score, ids_score, eos_score = scorer.score([prompt] * 3, [completion, ids[len(ids) - 4 : -1], ids[-4:]])
+    assert text_score == pytest.approx(expected, abs=1e-5)
+    assert ids_score == pytest.approx(expected, abs=1e-5)
+    assert eos_score == pytest.approx(expected, abs=1e-5)
+
+
+def test_rescoring_in_batches_does_not_change_scores():
+    scorer = make_scorer(pad_is_eos=True)
+    prompts = ["a", "bbbbbb", "cc", "ddd d"]
+    completions = ["1", "twenty two", "", "x y z"]
+    together = scorer.score(prompts, completions, batch_size=4)
+    alone = [scorer.score([p], [c])[0] for p, c in zip(prompts, completions, strict=True)]
+    assert together == pytest.approx(alone, abs=TOLERANCE)
+
+
+def test_chat_messages_and_string_prompts_are_equivalent():
+    scorer = make_scorer(pad_is_eos=True)
+    assert scorer.encode_prompt("hi") == scorer.encode_prompt([{"role": "user", "content": "hi"}])
+
+
+def test_from_pretrained_reads_metadata_and_overrides(tmp_path):
+    save_tiny_model(str(tmp_path))
+    SelfRewardConfig(token=TOKEN, token_id=3, beta=0.2, ref_constant=-7.5).save_pretrained(str(tmp_path))
+    scorer = SelfRewardScorer.from_pretrained(str(tmp_path))
+    assert (scorer.token, scorer.token_id, scorer.beta, scorer.ref_constant) == (TOKEN, 3, 0.2, -7.5)
+    scorer = SelfRewardScorer.from_pretrained(str(tmp_path), beta=1.0, ref_constant=0.0)
+    assert (scorer.token_id, scorer.beta, scorer.ref_constant) == (3, 1.0, 0.0)
+    # Constructed from the loaded model alone, the scorer finds the metadata next to the weights.
+    again = SelfRewardScorer(scorer.model, scorer.tokenizer)
+    assert (again.beta, again.ref_constant) == (0.2, -7.5)
+
+
+def test_missing_metadata_is_a_clear_error(tmp_path):
+    save_tiny_model(str(tmp_path))
+    with pytest.raises(ValueError, match="beta, ref_constant were not given.*--ref-constant"):
+        SelfRewardScorer.from_pretrained(str(tmp_path), token=TOKEN)
+    scorer = SelfRewardScorer.from_pretrained(str(tmp_path), token=TOKEN, beta=0.1, ref_constant=-5.0)
+    assert scorer.token_id == 3
+
+
+def test_eos_cannot_be_the_self_reward_token():
+    tokenizer = tiny_tokenizer()
+    with pytest.raises(ValueError, match="EOS"):
+        SelfRewardScorer(tiny_model(tokenizer), tokenizer, token="<|im_end|>", beta=0.1, ref_constant=-5.0)

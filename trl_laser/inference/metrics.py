@@ -1,0 +1,125 @@
+"""How good is the self-reward as a verifier? Pure functions on plain lists (no torch).
+
+Inputs are per-sample scores r_s (None for completions that hit the length limit and so have no score) and
+correctness labels. Unscored samples are left out of every metric here. Calibration treats clip(r_s, 0, 1) as the
+model's probability that its answer is correct.
+"""
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..self_reward import CORRECT_THRESHOLD, harmonic_f1
+
+
+NAN = float("nan")
+
+
+def clip01(score: float) -> float:
+    """clip(r_s, 0, 1): the score used as a vote weight and as a probability."""
+    return min(max(score, 0.0), 1.0)
+
+
+def _scored(scores: Sequence[float | None], labels: Sequence[bool]) -> tuple[list[float], list[bool]]:
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels.")
+    pairs = [(float(s), bool(y)) for s, y in zip(scores, labels, strict=True) if s is not None and not math.isnan(s)]
+    return [s for s, _ in pairs], [y for _, y in pairs]
+
+
+def auroc(scores: Sequence[float | None], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve of `scores` for separating correct (True) from incorrect samples.
+
+        AUROC = P(s⁺ > s⁻) + ½ · P(s⁺ = s⁻)
+
+    over all (correct, incorrect) pairs (the Mann–Whitney statistic; ties count half). Computed by sorting, so it is
+    O(n log n). NaN when one class is empty.
+    """
+    values, targets = _scored(scores, labels)
+    num_pos = sum(targets)
+    num_neg = len(targets) - num_pos
+    if num_pos == 0 or num_neg == 0:
+        return NAN
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    # Average ranks (1-based) with ties sharing the mean rank of their block.
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for j in range(start, end + 1):
+            ranks[order[j]] = (start + end) / 2 + 1
+        start = end + 1
+    positive_rank_sum = sum(r for r, y in zip(ranks, targets, strict=True) if y)
+    return (positive_rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
+
+
+@dataclass
+class ReliabilityBin:
+    """One bin [lower, upper) of a reliability diagram (the last bin includes 1)."""
+
+    lower: float
+    upper: float
+    count: int
+    confidence: float  # mean clip(r_s, 0, 1) of the samples in the bin (NaN when empty)
+    accuracy: float  # fraction correct in the bin (NaN when empty)
+
+
+def reliability_bins(
+    scores: Sequence[float | None], labels: Sequence[bool], num_bins: int = 10
+) -> list[ReliabilityBin]:
+    """Equal-width bins of p = clip(r_s, 0, 1) on [0, 1], with the mean p and the accuracy in each."""
+    values, targets = _scored(scores, labels)
+    members: list[list[int]] = [[] for _ in range(num_bins)]
+    for i, score in enumerate(values):
+        p = clip01(score)
+        members[min(int(p * num_bins), num_bins - 1)].append(i)
+    bins = []
+    for b, idx in enumerate(members):
+        confidence = sum(clip01(values[i]) for i in idx) / len(idx) if idx else NAN
+        accuracy = sum(targets[i] for i in idx) / len(idx) if idx else NAN
+        bins.append(ReliabilityBin(b / num_bins, (b + 1) / num_bins, len(idx), confidence, accuracy))
+    return bins
+
+
+def expected_calibration_error(scores: Sequence[float | None], labels: Sequence[bool], num_bins: int = 10) -> float:
+    """ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b| over equal-width bins of p = clip(r_s, 0, 1).
+
+    NaN when there is no scored sample.
+    """
+    bins = reliability_bins(scores, labels, num_bins)
+    total = sum(b.count for b in bins)
+    if total == 0:
+        return NAN
+    return sum(b.count / total * abs(b.accuracy - b.confidence) for b in bins if b.count)
+
+
+def verification_report(
+    scores: Sequence[float | None], labels: Sequence[bool], threshold: float = CORRECT_THRESHOLD, num_bins: int = 10
+) -> dict[str, float]:
+    """Self-verification of the scored samples: "judged correct" means r_s > threshold (0.5).
+
+    Returns the per-class accuracies (`acc_correct`: judged correct among correct samples, `acc_incorrect`: judged
+    incorrect among incorrect ones), their harmonic mean `f1` (the LaSeR authors' definition), overall `accuracy` of
+    the judgement, `auroc`, `ece`, the mean r_s per class and the counts. A metric with an empty class is NaN.
+    """
+    values, targets = _scored(scores, labels)
+    correct = [s for s, y in zip(values, targets, strict=True) if y]
+    incorrect = [s for s, y in zip(values, targets, strict=True) if not y]
+    acc_correct = sum(s > threshold for s in correct) / len(correct) if correct else NAN
+    acc_incorrect = sum(s <= threshold for s in incorrect) / len(incorrect) if incorrect else NAN
+    judged_right = sum(s > threshold for s in correct) + sum(s <= threshold for s in incorrect)
+    return {
+        "acc_correct": acc_correct,
+        "acc_incorrect": acc_incorrect,
+        "f1": harmonic_f1(acc_correct, acc_incorrect) if correct and incorrect else NAN,
+        "accuracy": judged_right / len(values) if values else NAN,
+        "auroc": auroc(values, targets),
+        "ece": expected_calibration_error(values, targets, num_bins),
+        "score_correct": sum(correct) / len(correct) if correct else NAN,
+        "score_incorrect": sum(incorrect) / len(incorrect) if incorrect else NAN,
+        "num_correct": len(correct),
+        "num_incorrect": len(incorrect),
+        "num_unscored": len(scores) - len(values),
+    }
