@@ -38,7 +38,9 @@ def load_problems(
         from ..tasks import make_compare_dataset
 
         rows = make_compare_dataset(num_problems or 64, seed=seed)
-        return [{"problem_id": str(i), "problem": r["problem"], "answer": r["answer"]} for i, r in enumerate(rows)], False
+        return [
+            {"problem_id": str(i), "problem": r["problem"], "answer": r["answer"]} for i, r in enumerate(rows)
+        ], False
     if dataset.endswith((".jsonl", ".json")):
         rows = load_dataset("json", data_files=dataset, split="train")
     elif os.path.isdir(dataset):
@@ -79,7 +81,11 @@ def run(args) -> int:
         model = demo_model_path()
     torch.manual_seed(args.seed)
     generator = load_generator(
-        model, backend=args.backend, temperature=args.temperature, top_p=args.top_p, batch_size=args.batch_size,
+        model,
+        backend=args.backend,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        batch_size=args.batch_size,
         seed=args.seed,
     )
     config = RejectionSamplingConfig(
@@ -94,8 +100,10 @@ def run(args) -> int:
     )
     stats = run_rejection_sampling(problems, generator, args.output, default_format(is_math), config, is_math)
     print(json.dumps(stats, indent=2))
-    print(f"Kept {stats['kept_total']} trajectories in {args.output} (D1 {stats.get('kept_D1', 0)}, "
-          f"D2 {stats.get('kept_D2', 0)}, D3 {stats.get('kept_D3', 0)}).")
+    print(
+        f"Kept {stats['kept_total']} trajectories in {args.output} (D1 {stats.get('kept_D1', 0)}, "
+        f"D2 {stats.get('kept_D2', 0)}, D3 {stats.get('kept_D3', 0)})."
+    )
     return 0
 
 
@@ -107,8 +115,11 @@ def register(subparsers):
         "verifier; write a conversational dataset for TRL's SFTTrainer. Rerun the same command to resume.",
     )
     parser.add_argument("--model", default=None, help="model path or Hub id (default: the SmolLM2-135M demo model)")
-    parser.add_argument("--dataset", default="builtin:compare", help="builtin:compare, a .jsonl file, a saved dataset "
-                        "directory, or a Hub dataset name")
+    parser.add_argument(
+        "--dataset",
+        default="builtin:compare",
+        help="builtin:compare, a .jsonl file, a saved dataset directory, or a Hub dataset name",
+    )
     parser.add_argument("--output", default="data/correction", help="output directory (resumable)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--problem_column", default=None)

@@ -1,0 +1,126 @@
+"""Metrics of self-rewarding correction (the method's tables), and a one-call evaluation of a model.
+
+Per problem: turn-1 correctness (first attempt), final correctness, and the verdict given to the first attempt.
+Over problems:
+
+- `turn1_accuracy`, `final_accuracy`, `delta` = final − turn-1 (Δ(t1, t2)),
+- `delta_i_to_c`: fraction of problems wrong at turn 1 and right at the end (Δ^{i→c}),
+- `delta_c_to_i`: fraction right at turn 1 and wrong at the end (Δ^{c→i}),
+- `verdict_acc_correct` / `verdict_acc_incorrect`: how often the first attempt's verdict was right, among correct and
+  among incorrect first attempts (a missing verdict counts as not right),
+- `avg_attempts`, `format_broken_rate`,
+- `verification_tokens_per_problem`: what the verdicts cost (verbal: evaluation prefix + generated evaluation;
+  LaSeR: 1 token per scored attempt), next to `generated_tokens_per_problem` and
+  `revision_prompt_tokens_per_problem`.
+"""
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from .format import CORRECT, WRONG, CorrectionFormat, default_format
+from .loop import CorrectionResult, ScoreFn, laser_score_fn, self_correct
+from .rewards import answers_match
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else math.nan
+
+
+def correction_metrics(results: Sequence[CorrectionResult], answers: Sequence[str], is_math: bool) -> dict:
+    """The metric dict over problems (fractions in [0, 1]; NaN where a class is empty)."""
+    turn1 = [
+        answers_match(r.answers[0] if r.answers else None, a, is_math) for r, a in zip(results, answers, strict=True)
+    ]
+    final = [answers_match(r.final_answer, a, is_math) for r, a in zip(results, answers, strict=True)]
+    first_verdicts = [r.verdicts[0] if r.verdicts else None for r in results]
+    judged = [r.num_attempts > 1 or bool(r.verdicts) for r in results]
+    n = len(results)
+    return {
+        "num_problems": n,
+        "turn1_accuracy": _mean(turn1),
+        "final_accuracy": _mean(final),
+        "delta": _mean(final) - _mean(turn1),
+        "delta_i_to_c": _mean([not t and f for t, f in zip(turn1, final, strict=True)]),
+        "delta_c_to_i": _mean([t and not f for t, f in zip(turn1, final, strict=True)]),
+        "verdict_acc_correct": _mean(
+            [v == CORRECT for t, v, j in zip(turn1, first_verdicts, judged, strict=True) if t and j]
+        ),
+        "verdict_acc_incorrect": _mean(
+            [v == WRONG for t, v, j in zip(turn1, first_verdicts, judged, strict=True) if not t and j]
+        ),
+        "avg_attempts": _mean([r.num_attempts for r in results]),
+        "format_broken_rate": _mean([r.format_broken for r in results]),
+        "verification_tokens_per_problem": _mean([r.verification_tokens for r in results]),
+        "generated_tokens_per_problem": _mean([r.generated_tokens for r in results]),
+        "revision_prompt_tokens_per_problem": _mean([r.revision_prompt_tokens for r in results]),
+    }
+
+
+def evaluate_correction(
+    model_path: str,
+    problems: list[str],
+    answers: list[str],
+    mode: str,
+    max_attempts: int = 2,
+    threshold: float = 0.5,
+    output_dir: str | None = None,
+    max_new_tokens: int = 256,
+    is_math: bool = True,
+    *,
+    fmt: CorrectionFormat | None = None,
+    token: str | None = None,
+    beta: float | None = None,
+    ref_constant: float | None = None,
+    score_fn: ScoreFn | None = None,
+    generator=None,
+    batch_size: int = 16,
+    backend: str = "auto",
+) -> dict:
+    """Run a correction loop ("verbal" or "laser") greedily on `problems` and return `correction_metrics`.
+
+    With `output_dir`, writes `records.jsonl` (one line per problem: attempts, answers, verdicts, scores, token
+    counts, correctness) and `metrics.json` there.
+
+    Keyword-only extras: `fmt` (default `default_format(is_math)`); `token`, `beta`, `ref_constant` override the
+    model's LaSeR metadata for the LaSeR loop (needed for a model saved without it); `score_fn` and `generator`
+    replace the ones built from `model_path`.
+    """
+    fmt = fmt or default_format(is_math)
+    if generator is None:
+        from .generation import load_generator
+
+        generator = load_generator(model_path, backend=backend, temperature=0.0, batch_size=batch_size)
+    if mode == "laser" and score_fn is None:
+        score_fn = laser_score_fn(model_path, token=token, beta=beta, ref_constant=ref_constant)
+    start = time.perf_counter()
+    results = self_correct(
+        problems,
+        generator,
+        mode=mode,
+        fmt=fmt,
+        max_attempts=max_attempts,
+        threshold=threshold,
+        score_fn=score_fn,
+        is_math=is_math,
+        max_new_tokens=max_new_tokens,
+    )
+    metrics = correction_metrics(results, answers, is_math)
+    metrics.update(mode=mode, max_attempts=max_attempts, wall_seconds=round(time.perf_counter() - start, 1))
+    if mode == "laser":
+        metrics["threshold"] = threshold
+    if output_dir is not None:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "records.jsonl"), "w") as f:
+            for problem, answer, r in zip(problems, answers, results, strict=True):
+                record = {"problem": problem, "answer": answer, **asdict(r)}
+                record.pop("stopped")
+                record["turn1_correct"] = answers_match(r.answers[0] if r.answers else None, answer, is_math)
+                record["final_correct"] = answers_match(r.final_answer, answer, is_math)
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump(metrics, f, indent=2)
+    return metrics
