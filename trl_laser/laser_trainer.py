@@ -5,7 +5,7 @@ import textwrap
 from contextlib import nullcontext
 
 import torch
-from accelerate.utils import gather
+from accelerate.utils import gather, is_peft_model
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, use_adapter
@@ -62,7 +62,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
       to the batch, measures c_ref on the first batch, and (when enabled) mixes the advantages.
     - `_calculate_rewards`: keeps the per-function rewards so the verifier target can be read.
     - `_compute_loss`: adds the alignment term and logs the `self_reward/` metrics.
-    - `_save` / `_load_optimizer_and_scheduler`: save the scoring metadata with the model and restore c_ref.
+    - `save_model` / `_load_optimizer_and_scheduler`: save the scoring metadata with the model and restore c_ref
+      (a model trained with LaSeR before keeps its saved c_ref when training goes on).
     Everything else (generation, rewards, KL, loss types, logging, vLLM, distributed training) is inherited unchanged.
     """
 
@@ -91,8 +92,13 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                 f"LaSeRGRPOTrainer needs a LaSeRConfig, got {type(args).__name__}. Build the arguments with "
                 "`LaSeRConfig(...)` (it accepts every GRPOConfig field)."
             )
-        self._check_supported(reward_funcs, args, kwargs)
+        self._check_supported(model, reward_funcs, args, kwargs)
         super().__init__(model, reward_funcs, args=args, **kwargs)
+        if args.laser_enabled and self._is_vlm:
+            raise NotImplementedError(
+                "LaSeRGRPOTrainer does not support vision-language models yet: the extra forward passes that measure "
+                "c_ref and mix advantages do not pass image inputs. Use a text-only model, or GRPOTrainer."
+            )
 
         self._target_index = self._resolve_target_index()
         self.self_reward_token, self.self_reward_token_id = resolve_self_reward_token(
@@ -104,12 +110,14 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         self.ref_constant = args.self_reward_ref_constant
         self.ref_constant_std = None
         self._rewards_per_func = None
+        if self.ref_constant is None and args.laser_enabled:
+            self._adopt_saved_ref_constant(get_config_model_id(self.accelerator.unwrap_model(self.model).config))
 
     # ------------------------------------------------------------------------------------------------------------
     # Validation (before the model is loaded, where possible)
 
     @staticmethod
-    def _check_supported(reward_funcs, args: LaSeRConfig, kwargs: dict):
+    def _check_supported(model, reward_funcs, args: LaSeRConfig, kwargs: dict):
         for feature in ("tools", "rollout_func", "environment_factory"):
             if kwargs.get(feature) is not None:
                 raise NotImplementedError(
@@ -125,7 +133,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                 f"With {num_funcs} reward functions, LaSeR needs to know which one is the verifier reward r_v: set "
                 "`self_reward_target` to its name (the function's __name__, or the model id of a reward model)."
             )
-        if args.self_reward_use_ref_model and args.beta == 0.0 and kwargs.get("peft_config") is None:
+        is_peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
+        if args.self_reward_use_ref_model and args.beta == 0.0 and not is_peft:
             raise ValueError(
                 "self_reward_use_ref_model=True needs a reference model, and TRL loads one only when beta > 0 (or "
                 "uses the base model under a PEFT adapter). Set beta > 0, pass a peft_config, or use the constant "
@@ -140,6 +149,22 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         if target not in names:
             raise ValueError(f"self_reward_target={target!r} is not one of the reward functions: {names}.")
         return names.index(target)
+
+    def _adopt_saved_ref_constant(self, directory: str | None):
+        """Keep the c_ref a LaSeR model was trained with when training it further: measuring it again on the trained
+        model would shift every score (the trained model puts much more mass on z_c)."""
+        if not directory or not os.path.isfile(os.path.join(directory, SELF_REWARD_CONFIG_NAME)):
+            return
+        with open(os.path.join(directory, SELF_REWARD_CONFIG_NAME)) as f:
+            saved = json.load(f)
+        if saved["token_id"] != self.self_reward_token_id:
+            logger.warning(
+                f"{directory} was trained with self-reward token {saved['token']!r}, this run uses "
+                f"{self.self_reward_token!r}: c_ref will be measured for the new token."
+            )
+            return
+        self.ref_constant, self.ref_constant_std = saved["ref_constant"], saved.get("ref_constant_std")
+        logger.warning(f"Using c_ref = {self.ref_constant:.3f} saved with {directory}.")
 
     # ------------------------------------------------------------------------------------------------------------
     # Schedule
@@ -161,15 +186,20 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         return self._rewards_per_func
 
     @torch.no_grad()
-    def _sequence_log_probs(self, model, output, positions, reference: bool = False) -> torch.Tensor:
+    def _sequence_log_probs(self, model, output, positions, finished, reference: bool = False) -> torch.Tensor:
         """log π(z_c | x, y) for every row of a generation batch, from one no-grad forward of `model`.
 
         The forward goes through the model's own head with `logits_to_keep=1` (one position of logits per row); the
-        hidden state at each EOS is taken by the capture hook and projected alone, untempered.
+        hidden state at each EOS is taken by the capture hook and projected alone, untempered. Columns after the last
+        EOS of the batch are cut (causal attention: they cannot change what comes before), which spares the padding
+        and the tails of truncated completions, whose scores are not used. Every process still runs the same number
+        of forwards, as sharded models (FSDP, ZeRO-3) require.
         """
-        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        absolute = output["prompt_ids"].size(1) + positions
+        prompt_width = output["prompt_ids"].size(1)
+        width = prompt_width + (int(positions[finished].max()) + 1 if finished.any() else 1)
+        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)[:, :width]
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)[:, :width]
+        absolute = prompt_width + positions
         batch_size = (
             self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
         )
@@ -217,26 +247,29 @@ class LaSeRGRPOTrainer(GRPOTrainer):
 
         if self.args.self_reward_use_ref_model:
             reference = self.ref_model if self.ref_model is not None else self.model
-            ref_log_probs = self._sequence_log_probs(reference, output, positions, reference=True)
+            ref_log_probs = self._sequence_log_probs(reference, output, positions, finished, reference=True)
             output[_REF_LOG_PROBS] = torch.where(finished, ref_log_probs, torch.nan)
             if self.ref_constant is None:
                 self._set_ref_constant(ref_log_probs, finished)
 
         # Scores of the generation batch under the policy that generated it. They are needed (1) once, to measure
         # c_ref with the initial model, and (2) for advantage mixing, which must know every score of a group before
-        # the first loss is computed. They come from one no-grad forward over the batch (the same pass TRL runs for
-        # old log-probs when it needs them), reading the EOS hidden states; nothing else pays for it.
+        # the first loss is computed. They come from one extra no-grad forward over the batch (cut after the last
+        # EOS), reading the EOS hidden states; runs without mixing do not pay for it after the first batch.
         needs_ref_constant = self.ref_constant is None
         if needs_ref_constant or self._mixing_active(mode):
-            log_probs = self._sequence_log_probs(self.model, output, positions)
+            log_probs = self._sequence_log_probs(self.model, output, positions, finished)
             if needs_ref_constant:
                 self._set_ref_constant(log_probs, finished)
             if self._mixing_active(mode) and self.ref_constant is not None:
                 reference = output.get(_REF_LOG_PROBS, self.ref_constant)
                 scores = self_reward_score(log_probs, self.args.self_reward_beta, reference)
-                self._mix_advantages(output, gather(scores), all_finished, process_slice)
+                unscorable = torch.isnan(self._rewards_per_func).all(dim=1)
+                self._mix_advantages(output, gather(scores), all_finished, unscorable, process_slice)
 
         self._metrics[mode]["self_reward/finished_fraction"].append(all_finished.float().mean().item())
+        self._metrics[mode]["self_reward/num_correct"].append(output[_NUM_CORRECT].item())
+        self._metrics[mode]["self_reward/num_incorrect"].append(output[_NUM_INCORRECT].item())
         if self.ref_constant is not None:
             self._metrics[mode]["self_reward/ref_constant"].append(self.ref_constant)
         return output
@@ -267,7 +300,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             f"(log π({self.self_reward_token!r} | x, y) over {values.numel()} completions); it is saved with the model."
         )
 
-    def _mix_advantages(self, output, scores, finished, process_slice):
+    def _mix_advantages(self, output, scores, finished, unscorable, process_slice):
         verifier_advantages = gather(output["advantages"])
         mixed = mix_advantages(
             verifier_advantages,
@@ -277,7 +310,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             coef=self.args.self_reward_advantage_coef,
             std_threshold=self.args.self_reward_advantage_std_threshold,
         )
-        output["advantages"] = mixed[process_slice]
+        # TRL gives rows that no reward function scored a zero advantage; mixing must not give them one back.
+        output["advantages"] = mixed.masked_fill(unscorable, 0.0)[process_slice]
 
     # ------------------------------------------------------------------------------------------------------------
     # Loss
@@ -355,8 +389,12 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             reference_model=reference,
         )
 
-    def _save(self, output_dir: str | None = None, state_dict=None):
-        super()._save(output_dir, state_dict)
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        # `save_model` is the one path every save takes (checkpoints, final saves, `push_to_hub`), whatever the
+        # state-dict type (FSDP sharded saves never reach `_save`).
+        super().save_model(output_dir, _internal_call)
+        if not self.args.should_save:
+            return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         config = self.self_reward_config()
         if config is None:

@@ -72,11 +72,23 @@ def capture_hidden_states(model: nn.Module, positions: torch.Tensor) -> Iterator
         handle.remove()
 
 
+def final_logit_scale(config) -> float:
+    """The factor some architectures apply to the LM head's output, read from the config the way TRL's fused LM head
+    reads it (Cohere's `logit_scale`, `output_multiplier`, Falcon-H1's `lm_head_multiplier`, Granite / MiniCPM3
+    dividing by `logits_scaling`, HyperCLOVA X multiplying by it)."""
+    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
+        if getattr(config, name, None) is not None:
+            return getattr(config, name)
+    if getattr(config, "logits_scaling", None) is not None:
+        return config.logits_scaling if config.model_type == "hyperclovax" else 1 / config.logits_scaling
+    return 1.0
+
+
 def untempered_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
     """Next-token logits at temperature 1 for a few hidden states, as the model's own forward computes them.
 
     Goes through the LM head module (so PEFT adapters and TRL's fp32 cast apply) and reproduces the final-logit
-    transforms some architectures add (Gemma-2 soft-capping, Cohere's logit scale).
+    transforms some architectures add (logit scales, see `final_logit_scale`, then Gemma-2 soft-capping).
     """
     lm = causal_lm(model)
     config = lm.config.get_text_config()
@@ -87,8 +99,8 @@ def untempered_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Te
         logits = nn.functional.linear(hidden_states, head.weight.full_tensor(), bias).float()
     else:
         logits = head(hidden_states).float()
-    scale = getattr(config, "logit_scale", None)
-    if scale is not None:
+    scale = final_logit_scale(config)
+    if scale != 1.0:
         logits = logits * scale
     softcap = getattr(config, "final_logit_softcapping", None)
     if softcap is not None:

@@ -9,6 +9,7 @@ import logging
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 
 logger = logging.getLogger(__name__)
@@ -56,9 +57,22 @@ def _output_rows(model: nn.Module) -> torch.Tensor:
     return model.get_output_embeddings().weight
 
 
+def _vocab_rows(model: nn.Module) -> int:
+    # From the config: under ZeRO-3 or FSDP's low-memory loading the head's weight is partitioned or on `meta`.
+    return model.config.get_text_config().vocab_size
+
+
+def _readable(weight: torch.Tensor) -> bool:
+    return weight.device.type != "meta" and weight.dim() == 2 and weight.numel() > 0 and type(weight) is not DTensor
+
+
 def _has_twin(weight: torch.Tensor, token_id: int) -> bool:
     """Whether another token has exactly the same output-embedding row (an untrained, shared initialisation):
-    training z_c's logit would then raise its twin's too, and the twin could start being sampled."""
+    training z_c's logit would then raise its twin's too, and the twin could start being sampled.
+
+    Weights that are sharded or not materialised here (ZeRO-3, FSDP) cannot be compared: reported as no twin."""
+    if not _readable(weight):
+        return False
     with torch.no_grad():
         return int((weight == weight[token_id]).all(dim=1).sum()) > 1
 
@@ -72,12 +86,14 @@ def resolve_self_reward_token(
     lowest-id special token that is not EOS/pad/BOS/UNK, is not written by the chat template, and does not share its
     output-embedding row with another token.
     """
-    vocab_rows = _output_rows(model).shape[0]
+    vocab_rows = _vocab_rows(model)
     reserved = _reserved_ids(tokenizer, eos_token_ids)
     template_ids = chat_template_token_ids(tokenizer)
 
     if token == "auto":
         weight = _output_rows(model)
+        if not _readable(weight):
+            logger.warning("The output embeddings are sharded here; 'auto' cannot check tokens for shared rows.")
         preferred = [tokenizer.convert_tokens_to_ids(t) for t in PREFERRED_TOKENS if t in tokenizer.get_vocab()]
         for candidate in preferred + _special_token_ids(tokenizer):
             if candidate in reserved or candidate in template_ids or candidate >= vocab_rows:

@@ -1,6 +1,6 @@
 """`trl-laser correction-data`: stage 1 of self-rewarding correction (sequential rejection sampling).
 
-    trl-laser correction-data --dataset builtin:compare --num_problems 32 --output data/correction
+    trl-laser correction-data --dataset builtin:compare --num-problems 32 --output data/correction
 
 writes `trajectories.jsonl`, `problems.jsonl`, `stats.json` and a `dataset/` directory (`datasets.save_to_disk`, with
 a `messages` column) that `examples/sft_self_correction.py` trains on. Rerun the same command to resume.
@@ -122,20 +122,20 @@ def register(subparsers):
     )
     parser.add_argument("--output", default="data/correction", help="output directory (resumable)")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--problem_column", default=None)
-    parser.add_argument("--answer_column", default="answer")
-    parser.add_argument("--num_problems", type=int, default=None, help="use the first N problems (builtin: N=64)")
-    parser.add_argument("--num_attempts", type=int, default=8, help="first attempts per problem")
-    parser.add_argument("--num_evaluations", type=int, default=4, help="self-evaluations per first attempt")
-    parser.add_argument("--num_revisions_wrong", type=int, default=4, help="revisions per wrong first attempt")
-    parser.add_argument("--num_revisions_correct", type=int, default=2, help="revisions per correct first attempt")
-    parser.add_argument("--max_per_type", type=int, default=1, help="trajectories per problem and type (D1/D2/D3)")
-    parser.add_argument("--max_new_tokens", type=int, default=256)
-    parser.add_argument("--evaluation_max_new_tokens", type=int, default=128)
+    parser.add_argument("--problem-column", "--problem_column", default=None)
+    parser.add_argument("--answer-column", "--answer_column", default="answer")
+    parser.add_argument("--num-problems", "--num_problems", type=int, default=None, help="use the first N problems (builtin: N=64)")
+    parser.add_argument("--num-attempts", "--num_attempts", type=int, default=8, help="first attempts per problem")
+    parser.add_argument("--num-evaluations", "--num_evaluations", type=int, default=4, help="self-evaluations per first attempt")
+    parser.add_argument("--num-revisions-wrong", "--num_revisions_wrong", type=int, default=4, help="revisions per wrong first attempt")
+    parser.add_argument("--num-revisions-correct", "--num_revisions_correct", type=int, default=2, help="revisions per correct first attempt")
+    parser.add_argument("--max-per-type", "--max_per_type", type=int, default=1, help="trajectories per problem and type (D1/D2/D3)")
+    parser.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=256)
+    parser.add_argument("--evaluation-max-new-tokens", "--evaluation_max_new_tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top_p", type=float, default=1.0)
-    parser.add_argument("--batch_size", type=int, default=32, help="conversations per generate call (transformers)")
-    parser.add_argument("--problems_per_batch", type=int, default=8, help="problems sampled and saved together")
+    parser.add_argument("--top-p", "--top_p", type=float, default=1.0)
+    parser.add_argument("--batch-size", "--batch_size", type=int, default=32, help="conversations per generate call (transformers)")
+    parser.add_argument("--problems-per-batch", "--problems_per_batch", type=int, default=8, help="problems sampled and saved together")
     parser.add_argument("--backend", choices=["auto", "transformers", "vllm"], default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)

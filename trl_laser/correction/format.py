@@ -207,7 +207,7 @@ COMPARE_FORMAT = CorrectionFormat(
     evaluation_start="[VERIFY]",
     name="compare",
 )
-"""The built-in "which number is larger" task: bare-number answers (checked exactly), two worked examples."""
+"""The built-in "which is larger" task: bare-number answers (checked exactly), the task's own worked example."""
 
 
 def default_format(is_math: bool) -> CorrectionFormat:
