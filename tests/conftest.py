@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 from datasets import Dataset
 
 from trl_laser.testing import save_tiny_model
@@ -25,3 +26,12 @@ def tiny_model_dir_distinct_pad(tmp_path_factory):
 def prompt_dataset():
     prompts = [[{"role": "user", "content": f"What is {i} + {i % 3}?"}] for i in range(32)]
     return Dataset.from_dict({"prompt": prompts, "answer": [str(i + i % 3) for i in range(32)]})
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster on one thread, and much faster when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

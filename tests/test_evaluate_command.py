@@ -6,7 +6,6 @@ import sys
 import types
 
 import pytest
-import torch
 from datasets import Dataset
 
 from trl_laser.cli import main
@@ -18,12 +17,7 @@ from trl_laser.tasks import COMPARE_FEW_SHOT
 from trl_laser.testing import save_tiny_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

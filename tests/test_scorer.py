@@ -21,13 +21,7 @@ TOKEN = "<reserved_0>"
 BETA, C_REF = 0.1, -5.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models run faster on one thread, and much faster when other processes share the cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class EndAt(LogitsProcessor):
