@@ -5,7 +5,7 @@ completions; its spread tells whether a constant is a good stand-in (the LaSeR a
 ±1.18 on a Llama-3 based model).
 """
 
-import math
+import statistics
 from dataclasses import asdict, dataclass
 
 
@@ -40,13 +40,9 @@ def estimate_reference_constant(
     completion, exactly as the trainer and the scorer read it.
     """
     from .inference.scorer import SelfRewardScorer  # the scorer reads log π(z_c) during generation
-    from .self_reward_token import resolve_self_reward_token
 
-    token_string, token_id = resolve_self_reward_token(
-        tokenizer, model, token, eos_token_ids=_eos_ids(model, tokenizer)
-    )
-    # With beta = 1 and c_ref = 0 the score r_s is log π(z_c | x, y) itself.
-    scorer = SelfRewardScorer(model, tokenizer, token=token_id, beta=1.0, ref_constant=0.0)
+    # With beta = 1 and c_ref = 0 the score r_s is log π(z_c | x, y) itself. The scorer validates (or picks) the token.
+    scorer = SelfRewardScorer(model, tokenizer, token=token, beta=1.0, ref_constant=0.0)
     samples = scorer.generate(
         prompts,
         num_samples=num_samples,
@@ -63,12 +59,7 @@ def estimate_reference_constant(
             f"None of the {total} completions finished within max_new_tokens={max_new_tokens}, so there is no last "
             "token to read z_c after. Raise max_new_tokens or use prompts the model answers briefly."
         )
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return ReferenceConstant(mean, std, len(values), total - len(values), token_string, token_id)
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return ReferenceConstant(mean, std, len(values), total - len(values), scorer.token, scorer.token_id)
 
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = model.generation_config.eos_token_id
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    return [tokenizer.eos_token_id, *ids]
