@@ -14,6 +14,7 @@ from .laser_config import LaSeRConfig
 from .last_token import capture_hidden_states, eos_positions, token_log_probs
 from .metadata import SELF_REWARD_CONFIG_NAME, SelfRewardConfig
 from .self_reward import (
+    CORRECT_THRESHOLD,
     class_weights,
     harmonic_f1,
     mix_advantages,
@@ -236,7 +237,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         valid = all_finished & ~torch.isnan(targets)
         self._check_targets(targets[valid])
         weights = class_weights(targets, valid, balance=self.args.self_reward_balance)
-        correct = valid & (targets > 0.5)
+        correct = valid & (targets > CORRECT_THRESHOLD)
 
         output[_POSITIONS] = positions
         output[_TARGETS] = targets[process_slice]

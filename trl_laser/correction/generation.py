@@ -61,7 +61,17 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, str | None]
     return text[: best[0] + len(best[1])], best[1]
 
 
-class TransformersGenerator:
+class _ChatTemplateMixin:
+    """Prompt rendering and token counting shared by the generators (both hold a `tokenizer`)."""
+
+    def render(self, conversation: list[dict], prefix: str = "") -> str:
+        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) + prefix
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class TransformersGenerator(_ChatTemplateMixin):
     """Batched generation with `model.generate` (left padding, sampling or greedy).
 
     Args:
@@ -92,12 +102,6 @@ class TransformersGenerator:
         if torch.cuda.is_available():
             model = model.to("cuda")
         return cls(model.eval(), tokenizer, **kwargs)
-
-    def render(self, conversation: list[dict], prefix: str = "") -> str:
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) + prefix
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, conversations, *, assistant_prefixes=None, num_samples=1, max_new_tokens=256, stop=None):
         import torch
@@ -149,7 +153,7 @@ class TransformersGenerator:
         )
 
 
-class VLLMGenerator:
+class VLLMGenerator(_ChatTemplateMixin):
     """Generation with vLLM (GPU). Same interface as `TransformersGenerator`.
 
     Not exercised by the test suite, which runs on CPU machines without vLLM.
@@ -162,12 +166,6 @@ class VLLMGenerator:
         self.tokenizer = self.llm.get_tokenizer()
         self.temperature = temperature
         self.top_p = top_p
-
-    def render(self, conversation: list[dict], prefix: str = "") -> str:
-        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True) + prefix
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, conversations, *, assistant_prefixes=None, num_samples=1, max_new_tokens=256, stop=None):
         from vllm import SamplingParams
