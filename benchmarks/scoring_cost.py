@@ -24,8 +24,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
 
 from trl_laser.inference import scorer as scorer_module
-from trl_laser.inference.scorer import SelfRewardScorer, left_pad, position_ids_from_mask
-from trl_laser.last_token import causal_lm
+from trl_laser.scoring.readout import causal_lm
+from trl_laser.scoring.scorer import SelfRewardScorer, left_pad, position_ids_from_mask
 
 
 PROMPT = "Tom has 3 boxes with 12 apples each. He gives away 7 apples. How many apples are left? Explain step by step."

@@ -11,8 +11,8 @@ from datasets import Dataset
 from trl_laser.cli import main
 from trl_laser.commands.evaluate import evaluate_samples
 from trl_laser.inference.data import DatasetError, load_problems
-from trl_laser.inference.scorer import GeneratedSamples, SelfRewardScorer
-from trl_laser.metadata import SelfRewardConfig
+from trl_laser.scoring.recipe import SelfRewardConfig
+from trl_laser.scoring.scorer import GeneratedSamples, SelfRewardScorer
 from trl_laser.tasks import COMPARE_FEW_SHOT
 from trl_laser.testing import save_tiny_model
 

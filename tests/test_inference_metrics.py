@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trl_laser.inference.metrics import auroc, expected_calibration_error, reliability_bins, verification_report
-from trl_laser.self_reward import verification_metrics
+from trl_laser.training.self_reward import verification_metrics
 
 
 def test_auroc_hand_computed():

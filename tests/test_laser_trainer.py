@@ -8,7 +8,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, load_self_reward_config
-from trl_laser.self_reward import class_weights
+from trl_laser.training.self_reward import class_weights
 
 
 EOS = 2
@@ -283,7 +283,7 @@ def test_distinct_pad_token(tmp_path, tiny_model_dir_distinct_pad, prompt_datase
 def test_checkpoint_carries_scoring_metadata(tmp_path, tiny_model_dir, prompt_dataset):
     from transformers import AutoModelForCausalLM
 
-    from trl_laser.last_token import capture_hidden_states, token_log_probs
+    from trl_laser.scoring.readout import capture_hidden_states, token_log_probs
 
     args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=1)
     trainer = LaSeRGRPOTrainer(

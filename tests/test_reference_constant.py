@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_laser import estimate_reference_constant
 from trl_laser.cli import main
-from trl_laser.inference.scorer import SelfRewardScorer
+from trl_laser.scoring.scorer import SelfRewardScorer
 
 
 PROMPTS = [[{"role": "user", "content": f"What is {i} + 1?"}] for i in range(6)]

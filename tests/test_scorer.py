@@ -12,7 +12,7 @@ import torch
 from transformers import LogitsProcessor
 
 from trl_laser import SelfRewardScorer
-from trl_laser.metadata import SelfRewardConfig
+from trl_laser.scoring.recipe import SelfRewardConfig
 from trl_laser.testing import save_tiny_model, tiny_model, tiny_tokenizer
 
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from trl_laser.self_reward import (
+from trl_laser.training.self_reward import (
     class_weights,
     harmonic_f1,
     mix_advantages,

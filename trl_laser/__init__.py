@@ -8,12 +8,12 @@ __version__ = "0.1.0"
 
 # Imported on first use, so `import trl_laser` stays light (the CLI and the examples import only what they need).
 _EXPORTS = {
-    "LaSeRConfig": "trl_laser.laser_config",
-    "LaSeRGRPOTrainer": "trl_laser.laser_trainer",
-    "SelfRewardConfig": "trl_laser.metadata",
-    "load_self_reward_config": "trl_laser.metadata",
-    "estimate_reference_constant": "trl_laser.reference_constant",
-    "SelfRewardScorer": "trl_laser.inference.scorer",
+    "LaSeRConfig": "trl_laser.training.config",
+    "LaSeRGRPOTrainer": "trl_laser.training.trainer",
+    "SelfRewardConfig": "trl_laser.scoring.recipe",
+    "load_self_reward_config": "trl_laser.scoring.recipe",
+    "estimate_reference_constant": "trl_laser.scoring.reference_constant",
+    "SelfRewardScorer": "trl_laser.scoring.scorer",
 }
 
 __all__ = [
@@ -26,11 +26,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .inference.scorer import SelfRewardScorer
-    from .laser_config import LaSeRConfig
-    from .laser_trainer import LaSeRGRPOTrainer
-    from .metadata import SelfRewardConfig, load_self_reward_config
-    from .reference_constant import estimate_reference_constant
+    from .scoring.recipe import SelfRewardConfig, load_self_reward_config
+    from .scoring.reference_constant import estimate_reference_constant
+    from .scoring.scorer import SelfRewardScorer
+    from .training.config import LaSeRConfig
+    from .training.trainer import LaSeRGRPOTrainer
 
 
 def __getattr__(name):

@@ -30,7 +30,7 @@ def run(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..inference.data import load_problems
-    from ..reference_constant import estimate_reference_constant
+    from ..scoring.reference_constant import estimate_reference_constant
 
     problems = load_problems(args.dataset, problem_column=args.problem_column, limit=args.num_prompts)
     tokenizer = AutoTokenizer.from_pretrained(args.model)

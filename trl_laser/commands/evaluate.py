@@ -99,7 +99,7 @@ def _grade(texts: list[str], answer: str, check: str) -> tuple[list[bool] | None
 
 def run(args) -> int:
     from ..inference.data import DatasetError, load_problems
-    from ..inference.scorer import resolve_scoring_recipe
+    from ..scoring.scorer import resolve_scoring_recipe
 
     # Everything that can be wrong with the input is checked before the model is loaded or anything is generated.
     if args.num_samples < 1:
@@ -127,7 +127,7 @@ def run(args) -> int:
     except (DatasetError, ValueError, OSError) as error:
         return _error(str(error))
 
-    from ..inference.scorer import SelfRewardScorer
+    from ..scoring.scorer import SelfRewardScorer
 
     try:
         scorer = SelfRewardScorer.from_pretrained(args.model, token=token, beta=beta, ref_constant=ref_constant)

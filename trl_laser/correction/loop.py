@@ -191,7 +191,7 @@ def laser_score_fn(
     def score_fn(prompts, completions):
         nonlocal scorer
         if scorer is None:
-            from ..inference.scorer import SelfRewardScorer
+            from ..scoring.scorer import SelfRewardScorer
 
             scorer = SelfRewardScorer.from_pretrained(model_path, token=token, beta=beta, ref_constant=ref_constant)
         return scorer.score(prompts, completions)

@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..self_reward import CORRECT_THRESHOLD, harmonic_f1
+from ..training.self_reward import CORRECT_THRESHOLD, harmonic_f1
 
 
 NAN = float("nan")

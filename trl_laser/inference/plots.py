@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from ..self_reward import CORRECT_THRESHOLD
+from ..training.self_reward import CORRECT_THRESHOLD
 from .metrics import reliability_bins
 
 

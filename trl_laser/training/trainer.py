@@ -10,9 +10,10 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, use_adapter
 
-from .laser_config import LaSeRConfig
-from .last_token import capture_hidden_states, eos_positions, token_log_probs
-from .metadata import SELF_REWARD_CONFIG_NAME, SelfRewardConfig
+from ..scoring.readout import capture_hidden_states, eos_positions, token_log_probs
+from ..scoring.recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig
+from ..scoring.token import resolve_self_reward_token
+from .config import LaSeRConfig
 from .self_reward import (
     CORRECT_THRESHOLD,
     class_weights,
@@ -22,7 +23,6 @@ from .self_reward import (
     verification_counts,
     weighted_squared_error_sum,
 )
-from .self_reward_token import resolve_self_reward_token
 
 
 logger = logging.getLogger(__name__)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from ..last_token import backbone, causal_lm, token_log_probs
-from ..metadata import SELF_REWARD_CONFIG_NAME, load_self_reward_config
+from .readout import backbone, causal_lm, token_log_probs
+from .recipe import SELF_REWARD_CONFIG_NAME, load_self_reward_config
 
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class SelfRewardScorer:
 
     def _resolve_token(self, token: str | int) -> tuple[str, int]:
         if not self.is_vllm:
-            from ..self_reward_token import resolve_self_reward_token
+            from .token import resolve_self_reward_token
 
             return resolve_self_reward_token(self.tokenizer, causal_lm(self.model), token, eos_token_ids=self.eos_ids)
         if isinstance(token, str) and not token.lstrip("-").isdigit():

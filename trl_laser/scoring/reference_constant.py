@@ -39,7 +39,7 @@ def estimate_reference_constant(
     token and are left out (counted in `num_unfinished`). The log-prob is read with one extra decode step per
     completion, exactly as the trainer and the scorer read it.
     """
-    from .inference.scorer import SelfRewardScorer  # the scorer reads log π(z_c) during generation
+    from .scorer import SelfRewardScorer  # the scorer reads log π(z_c) during generation
 
     # With beta = 1 and c_ref = 0 the score r_s is log π(z_c | x, y) itself. The scorer validates (or picks) the token.
     scorer = SelfRewardScorer(model, tokenizer, token=token, beta=1.0, ref_constant=0.0)

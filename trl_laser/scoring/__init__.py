@@ -1,0 +1,1 @@
+"""Reading the self-reward score: the last-token readout, the choice of z_c, the scoring recipe and the scorer."""
