@@ -72,6 +72,8 @@ def test_matches_grpo_when_laser_is_off(tmp_path, tiny_model_dir, prompt_dataset
     for name, trainer_class, config_class, extra in [
         ("grpo", GRPOTrainer, GRPOConfig, {}),
         ("laser", LaSeRGRPOTrainer, LaSeRConfig, {"self_reward_coef": 0.0, "self_reward_advantage_coef": 0.0}),
+        # reads and logs the untrained score, and must still train exactly as GRPO
+        ("monitor", LaSeRGRPOTrainer, LaSeRConfig, {"self_reward_coef": 0.0, "self_reward_monitor": True}),
     ]:
         args = make_args(tmp_path / name, config_class=config_class, bf16=False, **extra)
         trainer = trainer_class(
@@ -84,6 +86,10 @@ def test_matches_grpo_when_laser_is_off(tmp_path, tiny_model_dir, prompt_dataset
     assert [h["loss"] for h in grpo_logs if "loss" in h] == [h["loss"] for h in laser_logs if "loss" in h]
     assert all(torch.equal(grpo_params[k], laser_params[k]) for k in grpo_params)
     assert not any(k.startswith("self_reward/") for h in laser_logs for k in h)
+    monitor_logs, monitor_params = runs["monitor"]
+    assert [h["loss"] for h in grpo_logs if "loss" in h] == [h["loss"] for h in monitor_logs if "loss" in h]
+    assert all(torch.equal(grpo_params[k], monitor_params[k]) for k in grpo_params)
+    assert all("self_reward/score_correct" in h and "self_reward/auroc" in h for h in monitor_logs if "loss" in h)
 
 
 @pytest.mark.parametrize("balance", [True, False])
@@ -207,7 +213,7 @@ def test_warmup_delays_the_alignment_term(tmp_path, tiny_model_dir, prompt_datas
     trainer.current_gradient_accumulation_steps = 1
     during = trainer._compute_loss(trainer.model, output) - GRPOTrainer._compute_loss(trainer, trainer.model, output)
     assert during.item() == 0.0
-    assert trainer._metrics["train"]["self_reward/loss"], "metrics are logged during the warm-up too"
+    assert trainer._self_reward_window["train"]["rows"], "metrics are accumulated during the warm-up too"
     trainer.state.global_step = 5
     after = trainer._compute_loss(trainer.model, output) - GRPOTrainer._compute_loss(trainer, trainer.model, output)
     assert after.item() > 0.0

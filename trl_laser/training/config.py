@@ -40,6 +40,10 @@ class LaSeRConfig(GRPOConfig):
             Optimizer steps of plain GRPO before the alignment term starts.
         self_reward_warmup_steps (`int`, *optional*, defaults to `0`):
             Further optimizer steps before the advantage mixing starts.
+        self_reward_monitor (`bool`, *optional*, defaults to `False`):
+            Read and log the `self_reward/` metrics even when LaSeR changes nothing (`self_reward_coef=0`, no mixing):
+            the score an untrained head gives, for a GRPO baseline. Costs one LM-head row per completion; the loss
+            and the updates stay exactly GRPO's.
     """
 
     self_reward_token: str = field(
@@ -104,6 +108,14 @@ class LaSeRConfig(GRPOConfig):
         },
     )
 
+    self_reward_monitor: bool = field(
+        default=False,
+        metadata={
+            "help": "Log the self_reward/ metrics even with self_reward_coef=0 and no mixing (a GRPO baseline's "
+            "untrained score). The loss and updates stay exactly GRPO's."
+        },
+    )
+
     def __post_init__(self):
         # TRL defaults to bf16, which `TrainingArguments` rejects on a machine without a bf16 accelerator; default to
         # float32 there so the same config runs on a laptop CPU and on GPUs. An explicit `bf16` is left alone.
@@ -152,3 +164,8 @@ class LaSeRConfig(GRPOConfig):
     def laser_enabled(self) -> bool:
         """Whether LaSeR changes anything compared to GRPO."""
         return self.self_reward_coef > 0 or self.self_reward_advantage_coef > 0
+
+    @property
+    def reads_self_reward(self) -> bool:
+        """Whether the trainer reads the score (to train on it, mix it, or only to log it)."""
+        return self.laser_enabled or self.self_reward_monitor

@@ -126,9 +126,10 @@ def harmonic_f1(acc_correct: float, acc_incorrect: float) -> float:
     return 2 * acc_correct * acc_incorrect / (acc_correct + acc_incorrect)
 
 
-def verification_metrics(scores: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
-    """Mean score and accuracy per class, and F1, on a complete batch. A class without rows gives NaN."""
-    s_c, s_i, ok_c, ok_i, n_c, n_i = verification_counts(scores, targets, valid).tolist()
+def metrics_from_counts(counts: torch.Tensor) -> dict[str, float]:
+    """Mean score and accuracy per class, and F1, from the 6 sums of [`verification_counts`] (added up over any number
+    of micro-batches and processes). A class without rows gives NaN, so every fraction lies in [0, 1] or is NaN."""
+    s_c, s_i, ok_c, ok_i, n_c, n_i = counts.tolist()
     nan = float("nan")
     metrics = {
         "score_correct": s_c / n_c if n_c else nan,
@@ -138,3 +139,25 @@ def verification_metrics(scores: torch.Tensor, targets: torch.Tensor, valid: tor
     }
     metrics["f1"] = harmonic_f1(metrics["acc_correct"], metrics["acc_incorrect"]) if n_c and n_i else nan
     return metrics
+
+
+def verification_metrics(scores: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
+    """Mean score and accuracy per class, and F1, on a complete batch. A class without rows gives NaN."""
+    return metrics_from_counts(verification_counts(scores, targets, valid))
+
+
+def binary_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Area under the ROC curve of `scores` for the 0/1 `labels`: the probability that a random positive scores above
+    a random negative, ties counting one half (Mann-Whitney U with average ranks, O(n log n)). NaN when a class is
+    empty. Unlike F1 it does not depend on the 0.5 threshold, so it shows whether the score ranks before it is
+    calibrated."""
+    labels = labels.bool().flatten()
+    scores = scores.detach().double().flatten()
+    num_pos, num_neg = int(labels.sum()), int((~labels).sum())
+    if num_pos == 0 or num_neg == 0:
+        return float("nan")
+    _, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    average_ranks = (ends - (counts.double() - 1) / 2)[inverse]  # 1-based, ties share their mean rank
+    u = average_ranks[labels].sum().item() - num_pos * (num_pos + 1) / 2
+    return u / (num_pos * num_neg)

@@ -16,8 +16,9 @@ from ..scoring.token import resolve_self_reward_token
 from .config import LaSeRConfig
 from .self_reward import (
     CORRECT_THRESHOLD,
+    binary_auroc,
     class_weights,
-    harmonic_f1,
+    metrics_from_counts,
     mix_advantages,
     self_reward_score,
     verification_counts,
@@ -62,7 +63,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     - `_generate_and_score_completions`: adds the EOS position, verifier target and class weight of each completion
       to the batch, measures c_ref on the first batch, and (when enabled) mixes the advantages.
     - `_calculate_rewards`: keeps the per-function rewards so the verifier target can be read.
-    - `_compute_loss`: adds the alignment term and logs the `self_reward/` metrics.
+    - `_compute_loss`: adds the alignment term and accumulates the `self_reward/` statistics of the logging window.
+    - `log`: turns the window's sums into the `self_reward/` metrics (fractions of counts, F1, AUROC).
     - `save_model` / `_load_optimizer_and_scheduler`: save the scoring metadata with the model and restore c_ref
       (a model trained with LaSeR before keeps its saved c_ref when training goes on).
     Everything else (generation, rewards, KL, loss types, logging, vLLM, distributed training) is inherited unchanged.
@@ -95,7 +97,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             )
         self._check_supported(model, reward_funcs, args, kwargs)
         super().__init__(model, reward_funcs, args=args, **kwargs)
-        if args.laser_enabled and self._is_vlm:
+        if args.reads_self_reward and self._is_vlm:
             raise NotImplementedError(
                 "LaSeRGRPOTrainer does not support vision-language models yet: the extra forward passes that measure "
                 "c_ref and mix advantages do not pass image inputs. Use a text-only model, or GRPOTrainer."
@@ -111,7 +113,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         self.ref_constant = args.self_reward_ref_constant
         self.ref_constant_std = None
         self._rewards_per_func = None
-        if self.ref_constant is None and args.laser_enabled:
+        self._self_reward_window = {}  # mode -> sums and scores of the completions seen since the last log
+        if self.ref_constant is None and args.reads_self_reward:
             self._adopt_saved_ref_constant(get_config_model_id(self.accelerator.unwrap_model(self.model).config))
 
     # ------------------------------------------------------------------------------------------------------------
@@ -126,7 +129,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                     "environment output, and the self-reward position after the model's own EOS is not defined there. "
                     "Use GRPOTrainer for that run, or single-turn completions."
                 )
-        if not args.laser_enabled:
+        if not args.reads_self_reward:
             return
         num_funcs = len(reward_funcs) if isinstance(reward_funcs, list) else 1
         if num_funcs > 1 and args.self_reward_target is None:
@@ -223,7 +226,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
-        if not self.args.laser_enabled:
+        if not self.args.reads_self_reward:
             return output
         mode = "train" if self.model.training else "eval"
         num_local = output["completion_ids"].size(0)
@@ -318,7 +321,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     # Loss
 
     def _compute_loss(self, model, inputs):
-        if not self.args.laser_enabled or self.ref_constant is None and not self.args.self_reward_use_ref_model:
+        if not self.args.reads_self_reward or self.ref_constant is None and not self.args.self_reward_use_ref_model:
             return super()._compute_loss(model, inputs)
         positions = inputs["prompt_ids"].size(1) + inputs[_POSITIONS]
         with capture_hidden_states(model, positions) as capture:
@@ -336,40 +339,46 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         # them one optimizer step.
         squared_error = weighted_squared_error_sum(scores, targets, weights)
         normalizer = inputs[_NUM_VALID].clamp(min=1.0) / self.accelerator.num_processes
-        steps_per_generation = self.args.steps_per_generation if mode == "train" else 1
         if mode == "train":
-            normalizer = normalizer * self.current_gradient_accumulation_steps / steps_per_generation
+            normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
         if self._alignment_active:
             loss = loss + self.args.self_reward_coef * squared_error / normalizer
 
-        self._log_self_reward_metrics(mode, scores, targets, weights, squared_error, inputs, steps_per_generation)
+        self._accumulate_self_reward_metrics(mode, scores, targets, weights, squared_error)
         return loss
 
-    def _log_self_reward_metrics(self, mode, scores, targets, weights, squared_error, inputs, steps_per_generation):
-        """Log each micro-batch's share of the generation-batch statistics, scaled so that TRL's mean over the
-        `steps_per_generation` micro-batches of a generation batch is the statistic of the whole batch."""
+    def _accumulate_self_reward_metrics(self, mode, scores, targets, weights, squared_error):
+        """Add this micro-batch's sums and scores (all processes) to the logging window of `mode`.
+
+        The `self_reward/` metrics are ratios of sums over the completions of the whole logging window, computed in
+        `log`. Averaging per-micro-batch ratios instead would be wrong whenever a window does not cover whole
+        generation batches (`logging_steps` vs `steps_per_generation` and gradient accumulation, the last window).
+        """
         valid = weights != 0
-        sums = torch.cat([squared_error.detach().reshape(1), verification_counts(scores, targets, valid)])
-        sums = self.accelerator.reduce(sums, reduction="sum") * steps_per_generation
-        loss_sum, score_correct, score_incorrect, ok_correct, ok_incorrect = sums[:5].tolist()
-        num_valid, num_correct, num_incorrect = (inputs[k].item() for k in (_NUM_VALID, _NUM_CORRECT, _NUM_INCORRECT))
-        nan = float("nan")
-        metrics = self._metrics[mode]
-        metrics["self_reward/loss"].append(loss_sum / num_valid if num_valid else nan)
-        metrics["self_reward/score_correct"].append(score_correct / num_correct if num_correct else nan)
-        metrics["self_reward/score_incorrect"].append(score_incorrect / num_incorrect if num_incorrect else nan)
-        metrics["self_reward/acc_correct"].append(ok_correct / num_correct if num_correct else nan)
-        metrics["self_reward/acc_incorrect"].append(ok_incorrect / num_incorrect if num_incorrect else nan)
+        sums = torch.cat([squared_error.detach().reshape(1).float(), verification_counts(scores, targets, valid)])
+        rows = torch.stack([scores.detach().float(), targets.float(), valid.float()], dim=1)
+        # Equal shapes for the gather (eval batches can differ in size across processes); padded rows are not valid.
+        rows = self.accelerator.gather(self.accelerator.pad_across_processes(rows, dim=0, pad_index=0))
+        rows = rows[rows[:, 2] > 0]
+        window = self._self_reward_window.setdefault(mode, {"sums": torch.zeros_like(sums), "rows": []})
+        window["sums"] += self.accelerator.reduce(sums, reduction="sum")
+        window["rows"].append(rows[:, :2].cpu())
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        # F1 is not additive over micro-batches: derive it from the window's class accuracies.
         mode = "train" if self.model.training else "eval"
-        metrics = self._metrics[mode]
-        acc_correct = [v for v in metrics.get("self_reward/acc_correct", []) if v == v]
-        acc_incorrect = [v for v in metrics.get("self_reward/acc_incorrect", []) if v == v]
-        if acc_correct and acc_incorrect:
-            f1 = harmonic_f1(sum(acc_correct) / len(acc_correct), sum(acc_incorrect) / len(acc_incorrect))
-            metrics["self_reward/f1"] = [f1]
+        window = self._self_reward_window.pop(mode, None)
+        if window is not None:
+            squared_error, counts = window["sums"][0].item(), window["sums"][1:]
+            num_valid = counts[4:].sum().item()
+            rows = torch.cat(window["rows"])
+            metrics = {
+                "loss": squared_error / num_valid if num_valid else float("nan"),
+                **metrics_from_counts(counts),
+                "auroc": binary_auroc(rows[:, 0], rows[:, 1] > CORRECT_THRESHOLD),
+            }
+            for name, value in metrics.items():
+                # One value per window: TRL's `log` averages each list, and reports NaN (an empty class) as None.
+                self._metrics[mode][f"self_reward/{name}"] = [value]
         super().log(logs, start_time)
 
     # ------------------------------------------------------------------------------------------------------------
