@@ -302,6 +302,16 @@ def test_checkpoint_carries_scoring_metadata(tmp_path, tiny_model_dir, prompt_da
     assert config.ref_constant == pytest.approx(trainer.ref_constant) and config.use_ref_model is False
     card = open(os.path.join(args.output_dir, "README.md")).read()  # TRL writes the card in output_dir
     assert all(tag in card for tag in ("- trl", "- grpo", "- laser")) and "yang2026laser" in card
+    # the card tells how to score: token, β_v and c_ref of this run, and the scorer call
+    assert f"| `<reserved_0>` ({Z_C}) | 0.1 | {trainer.ref_constant:.4g} |" in card
+    assert "SelfRewardScorer.from_pretrained(" in card
+
+    # a built-in task is named, never linked as a Hub dataset that does not exist
+    trainer.create_model_card(dataset_name="builtin:compare")
+    card = open(os.path.join(args.output_dir, "README.md")).read()
+    assert "huggingface.co/datasets/builtin" not in card and "`builtin:compare`" in card
+    trainer.create_model_card(dataset_name="openai/gsm8k")
+    assert "https://huggingface.co/datasets/openai/gsm8k" in open(os.path.join(args.output_dir, "README.md")).read()
 
     # scores of the reloaded checkpoint equal those of the model that was saved
     input_ids = torch.tensor([[1, 40, 41, 42, 2, 2], [1, 43, 44, 2, 2, 2]])

@@ -1,17 +1,16 @@
-import json
-import logging
 import os
 import textwrap
 from contextlib import nullcontext
 
 import torch
+from accelerate.logging import get_logger
 from accelerate.utils import gather, is_peft_model
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, use_adapter
 
 from ..scoring.readout import capture_hidden_states, eos_positions, token_log_probs
-from ..scoring.recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig
+from ..scoring.recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
 from ..scoring.token import resolve_self_reward_token
 from .config import LaSeRConfig
 from .self_reward import (
@@ -26,7 +25,7 @@ from .self_reward import (
 )
 
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # Keys this trainer adds to TRL's generation batch; TRL splits and shuffles them with the rest of the batch.
 _POSITIONS, _TARGETS, _WEIGHTS, _REF_LOG_PROBS = (
@@ -159,16 +158,15 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         model would shift every score (the trained model puts much more mass on z_c)."""
         if not directory or not os.path.isfile(os.path.join(directory, SELF_REWARD_CONFIG_NAME)):
             return
-        with open(os.path.join(directory, SELF_REWARD_CONFIG_NAME)) as f:
-            saved = json.load(f)
-        if saved["token_id"] != self.self_reward_token_id:
+        saved = load_self_reward_config(directory)
+        if saved.token_id != self.self_reward_token_id:
             logger.warning(
-                f"{directory} was trained with self-reward token {saved['token']!r}, this run uses "
+                f"{directory} was trained with self-reward token {saved.token!r}, this run uses "
                 f"{self.self_reward_token!r}: c_ref will be measured for the new token."
             )
             return
-        self.ref_constant, self.ref_constant_std = saved["ref_constant"], saved.get("ref_constant_std")
-        logger.warning(f"Using c_ref = {self.ref_constant:.3f} saved with {directory}.")
+        self.ref_constant, self.ref_constant_std = saved.ref_constant, saved.ref_constant_std
+        logger.info(f"Using c_ref = {self.ref_constant:.3f} saved with {directory}.")
 
     # ------------------------------------------------------------------------------------------------------------
     # Schedule
@@ -299,7 +297,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             )
         self.ref_constant = values.mean().item()
         self.ref_constant_std = values.std().item() if values.numel() > 1 else 0.0
-        logger.warning(
+        logger.info(
             f"Measured the self-reward reference constant c_ref = {self.ref_constant:.3f} ± {self.ref_constant_std:.3f} "
             f"(log π({self.self_reward_token!r} | x, y) over {values.numel()} completions); it is saved with the model."
         )
@@ -419,17 +417,61 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
-        path = os.path.join(checkpoint, SELF_REWARD_CONFIG_NAME)
-        if not os.path.isfile(path):
+        if not os.path.isfile(os.path.join(checkpoint, SELF_REWARD_CONFIG_NAME)):
             return
-        with open(path) as f:
-            saved = json.load(f)
-        if saved["token_id"] != self.self_reward_token_id:
+        saved = load_self_reward_config(checkpoint)
+        if saved.token_id != self.self_reward_token_id:
             raise ValueError(
-                f"The checkpoint {checkpoint} was trained with self-reward token {saved['token']!r} (id "
-                f"{saved['token_id']}), but this run resolved {self.self_reward_token!r} (id {self.self_reward_token_id}). "
-                f"Resume with `self_reward_token={saved['token_id']}`."
+                f"The checkpoint {checkpoint} was trained with self-reward token {saved.token!r} (id "
+                f"{saved.token_id}), but this run resolved {self.self_reward_token!r} (id {self.self_reward_token_id}). "
+                f"Resume with `self_reward_token={saved.token_id}`."
             )
         if self.args.self_reward_ref_constant is None:
             # Resuming must not re-measure c_ref with the trained model: the score would shift silently.
-            self.ref_constant, self.ref_constant_std = saved["ref_constant"], saved.get("ref_constant_std")
+            self.ref_constant, self.ref_constant_std = saved.ref_constant, saved.ref_constant_std
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Model card
+
+    def create_model_card(
+        self, model_name: str | None = None, dataset_name: str | None = None, tags: str | list[str] | None = None
+    ):
+        # A built-in task (`builtin:<name>`) is generated in code: TRL would link it as a Hub dataset that does not
+        # exist, so the card names it in its own section instead.
+        builtin = dataset_name is not None and dataset_name.startswith("builtin:")
+        super().create_model_card(model_name=model_name, dataset_name=None if builtin else dataset_name, tags=tags)
+        if not self.is_world_process_zero():
+            return
+        section = scoring_card_section(self.self_reward_config(), self.hub_model_id, dataset_name if builtin else None)
+        with open(os.path.join(self.args.output_dir, "README.md"), "a") as f:
+            f.write(section)
+
+
+def scoring_card_section(config: SelfRewardConfig | None, repo_id: str | None, builtin_dataset: str | None) -> str:
+    """The model card's section on reading the self-reward score: the recipe (z_c, β_v, c_ref) and a snippet."""
+    lines = ["", "## Self-verification with the last-token self-reward", ""]
+    if builtin_dataset is not None:
+        lines += [f"Trained on `{builtin_dataset}`, a task generated in code by `trl-laser` (not a Hub dataset).", ""]
+    if config is None:
+        lines += ["The reference constant was not measured before saving, so this model carries no scoring recipe."]
+        return "\n".join(lines) + "\n"
+    lines += [
+        "After each completion's end-of-sequence token, this model scores its own answer with one extra token:",
+        "r_s = β_v · (log π(z_c | x, y) − c_ref), read with",
+        "",
+        "| z_c (token, id) | β_v | c_ref |",
+        "|---|---|---|",
+        f"| `{config.token}` ({config.token_id}) | {config.beta:g} | {config.ref_constant:.4g} |",
+        "",
+        f"r_s > {CORRECT_THRESHOLD:g} means the model judges its answer correct. The recipe is saved in "
+        f"`{SELF_REWARD_CONFIG_NAME}` next to the weights, so `trl-laser` reads it by itself:",
+        "",
+        "```python",
+        "from trl_laser import SelfRewardScorer",
+        "",
+        f'scorer = SelfRewardScorer.from_pretrained("{repo_id or "path/to/this/model"}")',
+        'samples = scorer.generate(["What is 7 + 5?"], num_samples=8, max_new_tokens=256)',
+        "print(samples[0].texts, samples[0].scores)  # one score per finished completion",
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
