@@ -393,3 +393,48 @@ def test_errors_name_the_fix(tmp_path, tiny_model_dir, prompt_dataset):
     trainer = build(reward_funcs=[parity_reward, length_reward], config={"self_reward_target": "length_reward"})
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
         generation_batch(trainer)
+
+
+@pytest.mark.parametrize("hub_strategy", ["every_save", "checkpoint", "all_checkpoints"])
+def test_every_pushed_revision_carries_the_scoring_recipe(tmp_path, tiny_model_dir, prompt_dataset, hub_strategy):
+    """A stand-in for the Hub client records what each mid-run push uploads (no network)."""
+    from unittest import mock
+
+    import transformers.trainer
+
+    uploads = []
+
+    class FakeApi:
+        def upload_folder(self, folder_path, path_in_repo=None, **kwargs):
+            uploads.append((path_in_repo, sorted(os.listdir(folder_path))))
+            return mock.MagicMock(done=lambda: True)
+
+    args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=1, hub_strategy=hub_strategy)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
+    trainer.train()  # writes checkpoint-1 (push_to_hub is off: nothing is pushed yet)
+    trainer.hub_model_id, trainer.push_in_progress = "someone/tiny-laser", None
+    recipe = os.path.join(args.output_dir, "self_reward_config.json")
+    if os.path.exists(recipe):
+        os.remove(recipe)  # only the checkpoint has it, as in the middle of a run
+    with mock.patch.object(transformers.trainer, "hf_api", lambda: FakeApi()):
+        trainer._push_from_checkpoint(os.path.join(args.output_dir, "checkpoint-1"))
+    assert uploads, "nothing was pushed"
+    for _, files in uploads:
+        assert "self_reward_config.json" in files and "config.json" in files
+    card = open(os.path.join(args.output_dir, "README.md")).read()
+    assert "someone/tiny-laser" in card and f"({Z_C})" in card
+
+
+@pytest.mark.parametrize("value, message", [(float("nan"), "finite"), (3.0, "cannot be positive")])
+def test_reference_constant_must_be_a_log_probability(tmp_path, value, message):
+    with pytest.raises(ValueError, match=message):
+        make_args(tmp_path, self_reward_ref_constant=value)
+
+
+def test_missing_reward_source_gets_trl_own_error(tmp_path, tiny_model_dir, prompt_dataset):
+    # GRPOTrainer's `reward_funcs` is optional; LaSeR keeps that contract so TRL's message reaches the user.
+    with pytest.raises(Exception) as error:
+        LaSeRGRPOTrainer(model=tiny_model_dir, args=make_args(tmp_path), train_dataset=prompt_dataset)
+    assert not isinstance(error.value, TypeError), error.value

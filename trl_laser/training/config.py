@@ -1,3 +1,4 @@
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -145,6 +146,17 @@ class LaSeRConfig(GRPOConfig):
             (
                 self.self_reward_warmup_steps >= 0,
                 f"self_reward_warmup_steps must be >= 0, got {self.self_reward_warmup_steps}.",
+            ),
+            (
+                self.self_reward_ref_constant is None or math.isfinite(self.self_reward_ref_constant),
+                f"self_reward_ref_constant must be a finite number (or None to measure it), got "
+                f"{self.self_reward_ref_constant}.",
+            ),
+            (
+                self.self_reward_ref_constant is None or self.self_reward_ref_constant <= 0,
+                f"self_reward_ref_constant is a log-probability, so it cannot be positive; got "
+                f"{self.self_reward_ref_constant}. Pass the mean log π(z_c | x, y) (e.g. -23 for Qwen2.5 with "
+                "<|vision_start|>), or None to measure it.",
             ),
             (
                 not (self.self_reward_use_ref_model and self.self_reward_ref_constant is not None),

@@ -1,4 +1,5 @@
 import os
+import shutil
 import textwrap
 from contextlib import nullcontext
 
@@ -85,7 +86,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             }"""),
     }
 
-    def __init__(self, model, reward_funcs, args: LaSeRConfig | None = None, **kwargs):
+    def __init__(self, model, reward_funcs=None, args: LaSeRConfig | None = None, **kwargs):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = LaSeRConfig(f"{model_name.split('/')[-1]}-LaSeR")
@@ -429,6 +430,16 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         if self.args.self_reward_ref_constant is None:
             # Resuming must not re-measure c_ref with the trained model: the score would shift silently.
             self.ref_constant, self.ref_constant_std = saved.ref_constant, saved.ref_constant_std
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        # transformers copies only the weights, config and tokenizer of a checkpoint into the folder it pushes; a
+        # revision pushed mid-run must carry the scoring recipe and the card too, or it cannot be scored.
+        if self.is_world_process_zero():
+            recipe = os.path.join(checkpoint_folder, SELF_REWARD_CONFIG_NAME)
+            if os.path.isfile(recipe):
+                shutil.copy(recipe, os.path.join(self.args.output_dir, SELF_REWARD_CONFIG_NAME))
+                self.create_model_card(model_name=self.hub_model_id.split("/")[-1] if self.hub_model_id else None)
+        super()._push_from_checkpoint(checkpoint_folder)
 
     # ------------------------------------------------------------------------------------------------------------
     # Model card
