@@ -8,6 +8,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, load_self_reward_config
+from trl_laser.scoring.readout import eos_positions
 from trl_laser.training.self_reward import class_weights
 
 
@@ -438,3 +439,49 @@ def test_missing_reward_source_gets_trl_own_error(tmp_path, tiny_model_dir, prom
     with pytest.raises(Exception) as error:
         LaSeRGRPOTrainer(model=tiny_model_dir, args=make_args(tmp_path), train_dataset=prompt_dataset)
     assert not isinstance(error.value, TypeError), error.value
+
+
+@pytest.mark.parametrize("temperature, pad_fixture", [(1.0, "tiny_model_dir"), (0.7, "tiny_model_dir_distinct_pad")])
+def test_mixing_reads_scores_from_trl_old_log_prob_forward(
+    tmp_path, prompt_dataset, request, monkeypatch, temperature, pad_fixture
+):
+    """With off-policy micro-batches TRL runs a no-grad forward for the old log-probs; the scores for advantage
+    mixing come from that forward (no extra pass) and equal those of a separate forward."""
+    args = make_args(
+        tmp_path,
+        steps_per_generation=2,  # > gradient_accumulation_steps: TRL computes old log-probs
+        self_reward_ref_constant=-4.6,
+        self_reward_beta=5.0,
+        self_reward_advantage_coef=0.5,
+        self_reward_advantage_std_threshold=0.0,
+        temperature=temperature,
+    )
+    trainer = LaSeRGRPOTrainer(
+        model=request.getfixturevalue(pad_fixture), reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
+    assert trainer._runs_old_log_prob_forward
+    extra_forwards = []
+    original = LaSeRGRPOTrainer._sequence_log_probs
+    monkeypatch.setattr(
+        LaSeRGRPOTrainer, "_sequence_log_probs", lambda *a, **k: extra_forwards.append(1) or original(*a, **k)
+    )
+    torch.manual_seed(0)
+    output = generation_batch(trainer)
+    assert not extra_forwards, "the scores should come from TRL's own forward"
+    captured = trainer._policy_log_probs
+    positions, finished = eos_positions(output["completion_ids"], output["completion_mask"], trainer.eos_token_ids)
+    with torch.no_grad():
+        separate = original(trainer, trainer.model, output, positions, finished)
+    assert finished.any()
+    assert torch.allclose(captured[finished], separate[finished], atol=1e-4)
+
+    # the advantages equal those mixed from the separate forward's scores
+    from trl_laser.training.self_reward import mix_advantages
+
+    scores = 5.0 * (separate + 4.6)
+    rewards = trainer._rewards_per_func[:, 0]
+    mean = rewards.view(-1, 4).mean(1, keepdim=True)
+    std = rewards.view(-1, 4).std(1, keepdim=True)
+    verifier = ((rewards.view(-1, 4) - mean) / (std + 1e-4)).view(-1)
+    expected = mix_advantages(verifier, scores, finished, num_generations=4, coef=0.5, std_threshold=0.0)
+    assert torch.allclose(output["advantages"], expected, atol=1e-4)

@@ -113,6 +113,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         self.ref_constant = args.self_reward_ref_constant
         self.ref_constant_std = None
         self._rewards_per_func = None
+        self._capture_policy_log_probs, self._policy_log_probs = False, None
         self._self_reward_window = {}  # mode -> sums and scores of the completions seen since the last log
         if self.ref_constant is None and args.reads_self_reward:
             self._adopt_saved_ref_constant(get_config_model_id(self.accelerator.unwrap_model(self.model).config))
@@ -223,11 +224,49 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                     model(input_ids=input_ids[start:end], attention_mask=attention_mask[start:end], logits_to_keep=1)
             return token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
 
+    @property
+    def _runs_old_log_prob_forward(self) -> bool:
+        """Whether TRL's `_generate_and_score_completions` runs a no-grad forward of the policy for the old log-probs
+        (its condition, in TRL 1.16). That forward comes before the reference model's (the PEFT reference is the same
+        module with its adapter off), so the first no-grad forward of the policy is the one to read."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return self.args.gradient_accumulation_steps % generate_every != 0 or (
+            self.use_vllm and self.vllm_importance_sampling_correction
+        )
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        # When TRL runs its own no-grad forward of the policy over the generation batch (old log-probs: off-policy
+        # micro-batches, vLLM importance sampling), the EOS hidden states of that very forward give the scores for
+        # free: the capture hook keeps one row per completion, projected alone onto z_c.
+        if not self._capture_policy_log_probs or model is not self.model or torch.is_grad_enabled():
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        self._capture_policy_log_probs = False  # one forward per generation batch
+        positions, _ = eos_positions(
+            input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:], self.eos_token_ids
+        )
+        with capture_hidden_states(model, input_ids.size(1) - logits_to_keep + positions) as capture:
+            result = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        self._policy_log_probs = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
+        return result
+
     def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        # Scores of the generation batch under the policy that generated it are needed (1) once, to measure c_ref
+        # with the initial model, and (2) for advantage mixing, which must know every score of a group before the
+        # first loss is computed. Read them from TRL's old-log-prob forward when it runs one.
+        needs_scores = self.args.reads_self_reward and (self.ref_constant is None or self._mixing_active(mode))
+        self._capture_policy_log_probs = needs_scores and self._runs_old_log_prob_forward
+        self._policy_log_probs = None
+        try:
+            output = super()._generate_and_score_completions(inputs)
+        finally:
+            self._capture_policy_log_probs = False
         if not self.args.reads_self_reward:
             return output
-        mode = "train" if self.model.training else "eval"
         num_local = output["completion_ids"].size(0)
         process_slice = slice(
             self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local
@@ -255,13 +294,14 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             if self.ref_constant is None:
                 self._set_ref_constant(ref_log_probs, finished)
 
-        # Scores of the generation batch under the policy that generated it. They are needed (1) once, to measure
-        # c_ref with the initial model, and (2) for advantage mixing, which must know every score of a group before
-        # the first loss is computed. They come from one extra no-grad forward over the batch (cut after the last
-        # EOS), reading the EOS hidden states; runs without mixing do not pay for it after the first batch.
+        # Without an old-log-prob forward (on-policy micro-batches with transformers generation, or vLLM without
+        # importance sampling), the scores take one extra no-grad forward over the batch, cut after its last EOS.
+        # Runs without mixing pay for it on the first batch only.
         needs_ref_constant = self.ref_constant is None
-        if needs_ref_constant or self._mixing_active(mode):
-            log_probs = self._sequence_log_probs(self.model, output, positions, finished)
+        if needs_scores:
+            log_probs = self._policy_log_probs
+            if log_probs is None:
+                log_probs = self._sequence_log_probs(self.model, output, positions, finished)
             if needs_ref_constant:
                 self._set_ref_constant(log_probs, finished)
             if self._mixing_active(mode) and self.ref_constant is not None:
