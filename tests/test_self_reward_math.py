@@ -75,6 +75,25 @@ def test_mix_advantages_by_hand():
     assert torch.allclose(mixed[3:], verifier[3:])  # uninformative group keeps its verifier advantage
 
 
+def test_mix_advantages_follows_trl_reward_scaling():
+    # Same two groups: s = [1, .5, 0] (informative) and [1, 1, 1] (std 0, keeps the verifier advantage).
+    verifier = torch.tensor([1.0, -0.5, -0.5, 0.2, 0.3, -0.5])
+    scores = torch.tensor([1.4, 0.5, -2.0, 3.0, 1.0, 5.0])
+    finished = torch.ones(6, dtype=torch.bool)
+    kwargs = dict(num_generations=3, coef=0.5, std_threshold=0.1)
+    # "none": centred, not scaled: [0.5, 0, -0.5]
+    none = mix_advantages(verifier, scores, finished, scale="none", **kwargs)
+    assert torch.allclose(none[:3], 0.5 * verifier[:3] + 0.5 * torch.tensor([0.5, 0.0, -0.5]))
+    # "batch": divided by the std of all six clipped scores [1, .5, 0, 1, 1, 1]: mean 0.75, unbiased var 0.175
+    batch = mix_advantages(verifier, scores, finished, scale="batch", **kwargs)
+    sigma = math.sqrt(0.175)
+    assert torch.allclose(batch[:3], 0.5 * verifier[:3] + 0.5 * torch.tensor([0.5, 0.0, -0.5]) / sigma)
+    for mixed in (none, batch):
+        assert torch.allclose(mixed[3:], verifier[3:])
+    with pytest.raises(ValueError, match="scale_rewards"):
+        mix_advantages(verifier, scores, finished, scale="std", **kwargs)
+
+
 def test_mix_advantages_unfinished_score_zero():
     verifier = torch.zeros(2)
     scores = torch.tensor([0.8, 0.8])

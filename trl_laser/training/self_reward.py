@@ -74,24 +74,35 @@ def mix_advantages(
     num_generations: int,
     coef: float,
     std_threshold: float,
+    scale: str = "group",
 ) -> torch.Tensor:
     """Mix a self-reward advantage into the verifier advantage ("reward re-weighting", paper §4.2).
 
         s_i   = clip(r_s,i, 0, 1) if finished else 0
-        Â_s,i = (s_i − mean_g(s)) / std_g(s)   if std_g(s) > threshold, else Â_v,i
+        Â_s,i = (s_i − mean_g(s)) / σ   if std_g(s) > threshold, else Â_v,i
         A_i   = (1 − τ) Â_v,i + τ Â_s,i
 
-    Groups g are consecutive blocks of `num_generations` completions of the same prompt (TRL's layout). std is the
-    unbiased sample standard deviation, as TRL uses for the verifier advantage. All inputs are for the whole
-    generation batch (all processes), so that group statistics see every member of a group.
+    Groups g are consecutive blocks of `num_generations` completions of the same prompt (TRL's layout). σ follows the
+    verifier advantage's scaling (TRL's `scale_rewards`), so that both advantages are on the same scale: the group's
+    std(s) for "group" (the paper), the whole batch's std(s) for "batch", 1 for "none". std is the unbiased sample
+    standard deviation, as TRL uses. All inputs are for the whole generation batch (all processes), so that group
+    statistics see every member of a group.
     """
+    if scale not in ("group", "batch", "none"):
+        raise ValueError(f"scale must be 'group', 'batch' or 'none' (TRL's scale_rewards), not {scale!r}.")
     if scores.numel() % num_generations != 0:
         raise ValueError(f"{scores.numel()} scores do not split into groups of num_generations={num_generations}.")
     s = torch.where(finished.bool(), scores.clamp(0.0, 1.0), torch.zeros_like(scores)).view(-1, num_generations)
     mean = s.mean(dim=1, keepdim=True)
     std = s.std(dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(mean)
     informative = (std > std_threshold).expand_as(s)
-    self_advantages = torch.where(informative, (s - mean) / std.clamp(min=torch.finfo(s.dtype).tiny), 0.0)
+    if scale == "group":
+        sigma = std
+    elif scale == "batch":
+        sigma = (s.std() if s.numel() > 1 else torch.zeros(())).expand_as(std)
+    else:
+        sigma = torch.ones_like(std)
+    self_advantages = torch.where(informative, (s - mean) / sigma.clamp(min=torch.finfo(s.dtype).tiny), 0.0)
     self_advantages = torch.where(informative, self_advantages, verifier_advantages.view(-1, num_generations))
     return (1 - coef) * verifier_advantages + coef * self_advantages.view(-1)
 

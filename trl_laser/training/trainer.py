@@ -352,6 +352,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             num_generations=self.num_generations,
             coef=self.args.self_reward_advantage_coef,
             std_threshold=self.args.self_reward_advantage_std_threshold,
+            scale=self.scale_rewards,
         )
         # TRL gives rows that no reward function scored a zero advantage; mixing must not give them one back.
         output["advantages"] = mixed.masked_fill(unscorable, 0.0)[process_slice]
