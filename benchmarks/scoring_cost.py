@@ -21,11 +21,12 @@ import statistics
 import time
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList
 
-from trl_laser.inference import scorer as scorer_module
+from trl_laser.scoring import scorer as scorer_module
 from trl_laser.scoring.readout import causal_lm
-from trl_laser.scoring.scorer import SelfRewardScorer, left_pad, position_ids_from_mask
+from trl_laser.scoring.recipe import SelfRewardConfig
+from trl_laser.scoring.scorer import SelfRewardScorer, left_pad, load_pretrained, position_ids_from_mask
 
 
 PROMPT = "Tom has 3 boxes with 12 apples each. He gives away 7 apples. How many apples are left? Explain step by step."
@@ -86,12 +87,13 @@ def main():
         from trl_laser.demo_model import demo_model_path
 
         args.model = demo_model_path()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
-    scorer = SelfRewardScorer(model, tokenizer, token=args.token, beta=args.beta, ref_constant=args.ref_constant)
+    model, tokenizer = load_pretrained(args.model, dtype=torch.float32)
+    recipe = SelfRewardConfig(token=args.token, beta=args.beta, ref_constant=args.ref_constant)
+    scorer = SelfRewardScorer(model, tokenizer, recipe)
+    config = scorer.config
     print(
-        f"model {args.model}\ntoken {scorer.token!r} (id {scorer.token_id}), beta {scorer.beta}, c_ref "
-        f"{scorer.ref_constant}; {args.num_completions} completions of {args.completion_tokens} tokens; "
+        f"model {args.model}\ntoken {config.token!r} (id {config.token_id}), beta {config.beta}, c_ref "
+        f"{config.ref_constant}; {args.num_completions} completions of {args.completion_tokens} tokens; "
         f"{torch.get_num_threads()} threads, {args.repeats} repeats"
     )
 
@@ -162,13 +164,13 @@ def main():
             logits = model(
                 input_ids=ids, attention_mask=full_mask, position_ids=position_ids_from_mask(full_mask)
             ).logits
-            full_log_probs = logits[:, -1].float().log_softmax(-1)[:, scorer.token_id]
+            full_log_probs = logits[:, -1].float().log_softmax(-1)[:, config.token_id]
         times["full"].append(time.perf_counter() - start)
         start = time.perf_counter()
-        rescored = scorer.sequence_log_probs(sequences, batch_size=n)
+        rescored = scorer.self_reward_log_probs(sequences, batch_size=n)
         times["score"].append(time.perf_counter() - start)
         if repeat == 0:
-            generated = [(s / scorer.beta) + scorer.ref_constant for s in samples.scores]
+            generated = [(s / config.beta) + config.ref_constant for s in samples.scores]
             diff = max(abs(a - b) for a, b in zip(generated, full_log_probs.tolist(), strict=True))
             diff2 = max(abs(a - b) for a, b in zip(generated, rescored, strict=True))
             print(f"max |log π(z_c)| difference, generation-time vs full forward: {diff:.2e}, vs score(): {diff2:.2e}")

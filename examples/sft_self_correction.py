@@ -1,10 +1,11 @@
 """Stage 1 training of self-rewarding correction: supervised fine-tuning on the rejection-sampled trajectories.
 
-    trl-laser correction-data --dataset builtin:compare --num_problems 32 --output data/correction
+    trl-laser correction-data --dataset_name builtin:compare --num_problems 32 --output_dir data/correction
     accelerate launch examples/sft_self_correction.py            # or: python examples/sft_self_correction.py
 
-Plain TRL `SFTTrainer`; every `SFTConfig` option is available on the command line (or in `--config file.yaml`). The
-defaults fine-tune the SmolLM2-135M demo model on a CPU in a few minutes.
+Plain TRL `SFTTrainer`; every `SFTConfig` option and TRL's `ModelConfig` (`--use_peft`, `--lora_r`, ...) are
+available on the command line (or in `--config file.yaml`). Without `--model_name_or_path` the demo's defaults
+fine-tune the SmolLM2-135M demo model on a CPU in a few minutes; with a model of your own, TRL's defaults apply.
 
 The loss follows the method's per-type masking (`--loss_mask paper`): each row's `masked_prefix` (written by
 `correction-data`) becomes part of the prompt, so D1 trains the verdict and the revision, D2 only the revision (its
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from datasets import load_from_disk
 from transformers import AutoTokenizer
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 
 @dataclass
@@ -27,9 +28,6 @@ class ScriptArguments:
     dataset_path: str = field(
         default="data/correction/dataset",
         metadata={"help": "The `dataset/` directory written by `trl-laser correction-data`."},
-    )
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Model to fine-tune (default: the SmolLM2-135M-Instruct demo model)."}
     )
     loss_mask: str = field(
         default="paper",
@@ -58,44 +56,56 @@ def prepare_dataset(dataset, tokenizer, loss_mask: str):
     raise ValueError(f"loss_mask must be 'paper' or 'full', got {loss_mask!r}.")
 
 
-def main(script_args: ScriptArguments, training_args: SFTConfig) -> str:
+def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> str:
     if not os.path.isdir(script_args.dataset_path):
         sys.exit(
             f"No dataset at {script_args.dataset_path}. Make it with:\n"
-            "    trl-laser correction-data --dataset builtin:compare --num_problems 32 --output data/correction\n"
-            "or pass --dataset_path <output>/dataset."
+            "    trl-laser correction-data --dataset_name builtin:compare --num_problems 32 --output_dir data/correction\n"
+            "or pass --dataset_path <output_dir>/dataset."
         )
-    model = script_args.model_name_or_path
+    model = model_args.model_name_or_path
     if model is None:
         from trl_laser.demo_model import demo_model_path
 
         model = demo_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model)
     dataset = prepare_dataset(load_from_disk(script_args.dataset_path), tokenizer, script_args.loss_mask)
-    trainer = SFTTrainer(model=model, args=training_args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
     trainer.train()
     trainer.save_model(training_args.output_dir)
     return training_args.output_dir
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((ScriptArguments, SFTConfig))
-    # Defaults sized for the demo: a 135M model, a few dozen short trajectories, a CPU.
-    parser.set_defaults(
-        output_dir="outputs/sft-self-correction",
-        num_train_epochs=3,
-        per_device_train_batch_size=8,
-        learning_rate=5e-5,
-        lr_scheduler_type="constant",
-        max_length=512,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        gradient_checkpointing=False,
-        bf16=torch.cuda.is_available(),
-    )
+DEMO_DEFAULTS = dict(
+    output_dir="outputs/sft-self-correction",
+    num_train_epochs=3,
+    per_device_train_batch_size=8,
+    learning_rate=5e-5,
+    lr_scheduler_type="constant",
+    max_length=512,
+    logging_steps=1,
+    save_strategy="no",
+    report_to="none",
+    gradient_checkpointing=False,
+    bf16=torch.cuda.is_available(),
+)
+"""Sized for the demo: a 135M model, a few dozen short trajectories, a CPU."""
+
+
+def make_parser(argv: list[str]) -> TrlParser:
+    parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
+    # The demo's defaults apply only to the demo model: read the model field before the full parse.
+    pre = TrlParser((ModelConfig,), add_help=False, allow_abbrev=False)
+    if pre.parse_args_and_config(argv, return_remaining_strings=True)[0].model_name_or_path is None:
+        parser.set_defaults(**DEMO_DEFAULTS)
     return parser
 
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    main(*make_parser(sys.argv[1:]).parse_args_and_config())

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
-from trl import GRPOConfig, SFTConfig
+from transformers import AutoTokenizer
+from trl import GRPOConfig, ModelConfig, SFTConfig
 
+from trl_laser import SelfRewardScorer
 from trl_laser.cli import main as cli_main
-from trl_laser.correction import (
-    COMPARE_FORMAT,
-    Completion,
-    RejectionSamplingConfig,
-    TransformersGenerator,
-    evaluate_correction,
-    run_rejection_sampling,
-)
-from trl_laser.tasks import make_compare_dataset
-from trl_laser.testing import save_tiny_model
+from trl_laser.correction import RejectionSamplingConfig, evaluate_correction, run_rejection_sampling
+from trl_laser.tasks import COMPARE_TASK, DatasetArguments, load_problems
+from trl_laser.testing import FakeGenerator
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -34,44 +29,28 @@ def load_example(name):
     return module
 
 
-class RightAfterWrong:
+def _numbers(text):
+    return [int(x) for x in text.strip("?").replace(",", "").split() if x.isdigit()]
+
+
+def right_after_wrong(conversation, prefix, num_samples):
     """Scripted stage-1 "model" for the built-in task: first attempts alternate wrong/right, evaluations agree with
     the truth, revisions are right; so every problem yields D1, D2 and D3 rows."""
-
-    def generate(self, conversations, *, assistant_prefixes=None, num_samples=1, max_new_tokens=256, stop=None):
-        outputs = []
-        for conversation in conversations:
-            numbers = [int(x) for x in conversation[-1]["content"].strip("?").replace(",", "").split() if x.isdigit()]
-            if numbers:
-                texts = [str(min(numbers)) if i % 2 == 0 else str(max(numbers)) for i in range(num_samples)]
-            elif conversation[-1]["content"] == COMPARE_FORMAT.verify_prompt:
-                problem = [
-                    int(x) for x in conversation[-3]["content"].strip("?").replace(",", "").split() if x.isdigit()
-                ]
-                texts = [" correct." if int(conversation[-2]["content"]) == max(problem) else " wrong."] * num_samples
-            else:
-                problem = [
-                    int(x) for x in conversation[-5]["content"].strip("?").replace(",", "").split() if x.isdigit()
-                ]
-                texts = [str(max(problem))] * num_samples
-            outputs.append([Completion(t, 1, True) for t in texts])
-        return outputs
-
-    def count_tokens(self, text):
-        return len(text)
+    if _numbers(conversation[-1]["content"]):
+        numbers = _numbers(conversation[-1]["content"])
+        return [str(min(numbers)) if i % 2 == 0 else str(max(numbers)) for i in range(num_samples)]
+    if conversation[-1]["content"] == COMPARE_TASK.correction.verify_prompt:
+        right = int(conversation[-2]["content"]) == max(_numbers(conversation[-3]["content"]))
+        return [" correct." if right else " wrong."] * num_samples
+    return [str(max(_numbers(conversation[-5]["content"])))] * num_samples
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return save_tiny_model(str(tmp_path_factory.mktemp("tiny")))
-
-
-def test_cli_correction_data_runs_the_real_generator(tiny, tmp_path):
+def test_cli_correction_data_runs_the_real_generator(tiny_model_dir, tmp_path):
     out = tmp_path / "cli"
-    argv = ["correction-data", "--model", tiny, "--dataset", "builtin:compare", "--num_problems", "2",
-            "--num_attempts", "2", "--num_evaluations", "1", "--num_revisions_wrong", "1",
-            "--num_revisions_correct", "1", "--max_new_tokens", "4", "--evaluation_max_new_tokens", "3",
-            "--backend", "transformers", "--output", str(out)]  # fmt: skip
+    argv = ["correction-data", "--model_name_or_path", tiny_model_dir, "--dataset-name", "builtin:compare",
+            "--num_problems", "2", "--num-attempts", "2", "--num_evaluations", "1", "--num-revisions-wrong", "1",
+            "--num_revisions_correct", "1", "--max_new_tokens", "4", "--evaluation-max-new-tokens", "3",
+            "--output-dir", str(out)]  # fmt: skip
     assert cli_main(argv) == 0
     stats = json.load(open(out / "stats.json"))
     assert stats["problems"] == 2
@@ -83,61 +62,60 @@ def test_cli_correction_data_runs_the_real_generator(tiny, tmp_path):
     assert len(open(out / "problems.jsonl").readlines()) == 2
 
 
-def test_transformers_generator_batches_stops_and_counts(tiny):
-    generator = TransformersGenerator.from_pretrained(tiny, batch_size=2, temperature=1.0)
-    prompts = [COMPARE_FORMAT.build_prompt(p) for p in make_compare_dataset(3, seed=0)["problem"]]
+def test_scorer_generates_for_the_loops_in_batches(tiny_model_dir):
+    generator = SelfRewardScorer.from_pretrained(tiny_model_dir)  # no recipe: plain generation
+    prompts = load_problems("builtin:compare", "train", 3)[0]["prompt"]
     outputs = generator.generate(
-        prompts, assistant_prefixes=["1", "", "2"], num_samples=2, max_new_tokens=5, stop=["a"]
+        prompts, num_samples=2, max_new_tokens=5, batch_size=4, seed=0, assistant_prefixes=["1", "", "2"], stop=["a"]
     )
-    assert [len(o) for o in outputs] == [2, 2, 2]
-    for completion in (c for o in outputs for c in o):
-        assert 1 <= completion.num_tokens <= 5
+    assert [len(o.completions) for o in outputs] == [2, 2, 2]
+    for completion in (c for o in outputs for c in o.completions):
+        assert 1 <= completion.num_tokens <= 5 and completion.score is None
         if completion.stop is not None:
-            assert completion.text.endswith("a") and completion.text.count("a") == 1 and completion.finished
+            assert completion.text.endswith("a") and completion.text.count("a") == 1 and not completion.finished
         elif not completion.finished:
             assert completion.num_tokens == 5
-    assert generator.count_tokens("abc") == 3  # the tiny tokenizer is character-level
 
 
-def test_three_stages_and_both_loops(tiny, tmp_path):
+def test_three_stages_and_both_loops(tiny_model_dir, tmp_path):
     # Stage 1: rejection sampling (scripted generations, real selection, assembly and dataset writing)
-    rows = make_compare_dataset(4, seed=0)
-    problems = [{"problem_id": str(i), "problem": r["problem"], "answer": r["answer"]} for i, r in enumerate(rows)]
+    problems, task = load_problems("builtin:compare", "train", 4)
     data = tmp_path / "data"
     config = RejectionSamplingConfig(num_attempts=4, num_evaluations=1, num_revisions_wrong=1, num_revisions_correct=1)
-    stats = run_rejection_sampling(problems, RightAfterWrong(), str(data), COMPARE_FORMAT, config, is_math=False)
+    stats = run_rejection_sampling(problems, FakeGenerator(right_after_wrong), str(data), task, config)
     assert stats["kept_D1"] == stats["kept_D2"] == stats["kept_D3"] == 4
 
     # Stage 1 training: TRL SFTTrainer through the example script, with the method's per-type loss masking
     sft = load_example("sft_self_correction")
     dataset = load_from_disk(str(data / "dataset"))
-    split = sft.prepare_dataset(dataset, TransformersGenerator.from_pretrained(tiny).tokenizer, "paper")
+    split = sft.prepare_dataset(dataset, AutoTokenizer.from_pretrained(tiny_model_dir), "paper")
     d2 = split[[r["type"] for r in dataset].index("D2")]
     assert d2["prompt"].endswith("[VERIFY] wrong.") and d2["completion"].startswith("\n\nRevision:")
     sft_dir = str(tmp_path / "sft")
     sft_args = SFTConfig(output_dir=sft_dir, max_steps=2, per_device_train_batch_size=4, max_length=256,
                          logging_steps=1, **COMMON)  # fmt: skip
-    sft.main(sft.ScriptArguments(dataset_path=str(data / "dataset"), model_name_or_path=tiny), sft_args)
+    sft.main(sft.ScriptArguments(dataset_path=str(data / "dataset")), sft_args, ModelConfig(tiny_model_dir))
     assert os.path.isfile(os.path.join(sft_dir, "config.json"))
     with pytest.raises(SystemExit, match="trl-laser correction-data"):
-        sft.main(sft.ScriptArguments(dataset_path=str(tmp_path / "missing"), model_name_or_path=tiny), sft_args)
+        sft.main(sft.ScriptArguments(dataset_path=str(tmp_path / "missing")), sft_args, ModelConfig(tiny_model_dir))
 
     # Stage 2: TRL GRPOTrainer with the last-answer reward
     rl = load_example("rl_self_correction")
-    assert rl._wants_laser(["--use_laser"]) and rl._wants_laser(["--use_laser", "true"])
-    assert not rl._wants_laser([]) and not rl._wants_laser(["--use_laser", "false"])
+    assert rl._pre_parse(["--use_laser"]) == (True, True) and rl._pre_parse(["--use-laser", "true"]) == (True, True)
+    assert rl._pre_parse([]) == (False, True) and rl._pre_parse(["--use_laser", "false"]) == (False, True)
+    assert rl._pre_parse(["--model-name-or-path", "m", "--max_steps", "3"]) == (False, False)
     rl_dir = str(tmp_path / "rl")
     rl_args = GRPOConfig(output_dir=rl_dir, max_steps=1, per_device_train_batch_size=4, num_generations=2,
                          max_completion_length=8, logging_steps=1, **COMMON)  # fmt: skip
-    rl.main(rl.ScriptArguments(model_name_or_path=sft_dir, num_problems=4), rl_args)
+    rl.main(DatasetArguments(num_problems=4, dataset_seed=1), rl_args, ModelConfig(sft_dir), use_laser=False)
     assert os.path.isfile(os.path.join(rl_dir, "config.json"))
 
-    # Inference: both loops on the RL model, same problems
-    questions = [p["problem"] for p in problems]
-    answers = [p["answer"] for p in problems]
-    verbal = evaluate_correction(rl_dir, questions, answers, "verbal", max_new_tokens=6, is_math=False,
+    # Inference: both loops on the RL model, same problems, one loaded model
+    scorer = SelfRewardScorer.from_pretrained(rl_dir)
+    questions, answers = problems["problem"], problems["answer"]
+    verbal = evaluate_correction(scorer, questions, answers, task, "verbal", max_new_tokens=6,
                                  output_dir=str(tmp_path / "verbal"))  # fmt: skip
-    laser = evaluate_correction(rl_dir, questions, answers, "laser", max_new_tokens=6, is_math=False,
+    laser = evaluate_correction(scorer, questions, answers, task, "laser", max_new_tokens=6,
                                 score_fn=lambda prompts, completions: [0.0] * len(completions))  # fmt: skip
     for metrics in (verbal, laser):
         assert metrics["num_problems"] == 4 and 1 <= metrics["avg_attempts"] <= 2

@@ -4,26 +4,22 @@ import dataclasses
 
 import pytest
 
-from trl_laser.correction import (
-    COMPARE_FORMAT,
-    MATH_FORMAT,
-    Attempt,
-    final_answer,
-    is_correct,
-    last_boxed,
-    make_trajectory_reward,
-)
-from trl_laser.tasks import COMPARE_FEW_SHOT
+from trl_laser.correction import Attempt, final_answer, make_trajectory_reward
+from trl_laser.tasks import COMPARE_FEW_SHOT, COMPARE_TASK, MATH_TASK
+from trl_laser.tasks.answers import last_boxed
 
 
-def test_build_prompt_uses_few_shot_system_and_template():
-    fmt = dataclasses.replace(MATH_FORMAT, system_prompt="Be brief.", few_shot=({"role": "user", "content": "1+1?"},))
-    messages = fmt.build_prompt("What is 2+3?")
+MATH_FORMAT = MATH_TASK.correction
+COMPARE_FORMAT = COMPARE_TASK.correction
+
+
+def test_task_prompt_uses_few_shot_and_template():
+    task = dataclasses.replace(MATH_TASK, few_shot=({"role": "system", "content": "Be brief."},))
+    messages = task.build_prompt("What is {2+3}?")
     assert messages[0] == {"role": "system", "content": "Be brief."}
-    assert messages[1]["content"] == "1+1?"
-    assert messages[-1]["role"] == "user" and messages[-1]["content"].startswith("What is 2+3?\n")
+    assert messages[-1]["role"] == "user" and messages[-1]["content"].startswith("What is {2+3}?\n")
     assert "\\boxed{}" in messages[-1]["content"]
-    compare = COMPARE_FORMAT.build_prompt("Which number is larger, 3 or 4?")
+    compare = COMPARE_TASK.build_prompt("Which number is larger, 3 or 4?")
     assert compare[:-1] == list(COMPARE_FEW_SHOT)
     assert compare[-1] == {"role": "user", "content": "Which number is larger, 3 or 4?"}
 
@@ -79,21 +75,21 @@ def test_last_boxed_handles_nesting_and_unclosed():
 
 
 def test_answer_checking():
-    assert is_correct("so \\boxed{\\frac{1}{2}}", "0.5", is_math=True)
-    assert not is_correct("so \\boxed{3}", "0.5", is_math=True)
-    assert is_correct("The answer is 72", "72", is_math=False)
-    assert not is_correct("72 or 45", "72", is_math=False)
+    assert MATH_TASK.is_correct("so \\boxed{\\frac{1}{2}}", "0.5")
+    assert not MATH_TASK.is_correct("so \\boxed{3}", "0.5")
+    assert COMPARE_TASK.is_correct("The answer is 72", "72")
+    assert not COMPARE_TASK.is_correct("72 or 45", "72")
 
 
 def test_final_answer_reads_last_attempt_not_the_evaluation():
     fmt = COMPARE_FORMAT
     text = fmt.assemble(["45", "72"], ["45 is less than 72. [VERIFY] wrong.", fmt.correct_verdict])
-    assert final_answer(text, fmt, is_math=False) == "72"
+    assert final_answer(text, COMPARE_TASK) == "72"
     # the evaluation mentions 45 last, but the answer of the only attempt is 72
-    assert final_answer("72\n\nSelf-evaluation: 72 beats 45. [VERIFY] correct.", fmt, is_math=False) == "72"
+    assert final_answer("72\n\nSelf-evaluation: 72 beats 45. [VERIFY] correct.", COMPARE_TASK) == "72"
 
 
-REWARD = make_trajectory_reward(MATH_FORMAT, is_math=True, eos_token_ids=[2])
+REWARD = make_trajectory_reward(MATH_TASK, eos_token_ids=[2])
 
 
 @pytest.mark.parametrize(

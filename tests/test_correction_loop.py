@@ -5,32 +5,14 @@ import math
 
 import pytest
 
-from trl_laser.correction import COMPARE_FORMAT, Completion, correction_metrics, evaluate_correction, self_correct
-from trl_laser.correction.generation import cut_at_stop
+from trl_laser.correction import correction_metrics, evaluate_correction, self_correct
+from trl_laser.tasks import COMPARE_TASK
+from trl_laser.testing import FakeGenerator
 
 
-FMT = COMPARE_FORMAT
-EVAL_PREFIX = FMT.evaluation_prefix
-
-
-class Scripted:
-    """A fake model. `script[problem]` lists what it writes at each call for that problem, in order; a text that
-    contains a stop string is cut there (as a real generator would). Records the assistant prefixes it was given."""
-
-    def __init__(self, script):
-        self.script = {k: list(v) for k, v in script.items()}
-        self.prefixes = []
-
-    def generate(self, conversations, *, assistant_prefixes=None, num_samples=1, max_new_tokens=256, stop=None):
-        out = []
-        for conversation, prefix in zip(conversations, assistant_prefixes, strict=True):
-            self.prefixes.append(prefix)
-            text, hit = cut_at_stop(self.script[conversation[-1]["content"]].pop(0), stop)
-            out.append([Completion(text, self.count_tokens(text), True, hit)])
-        return out
-
-    def count_tokens(self, text):
-        return len(text.split())
+TASK = COMPARE_TASK
+EVAL_PREFIX = TASK.correction.evaluation_prefix
+Scripted = FakeGenerator.scripted
 
 
 P1, P2, P3 = (f"Which number is larger, {a} or {b}?" for a, b in [(31, 17), (45, 72), (10, 99)])
@@ -52,7 +34,7 @@ def test_verbal_loop_stops_on_correct_revises_on_wrong_and_caps_attempts():
             P3: ["10", " [VERIFY] wrong.", " 10", " [VERIFY] wrong.", " 99"],
         }
     )
-    r1, r2, r3 = self_correct([P1, P2, P3], gen, mode="verbal", fmt=FMT, max_attempts=3, is_math=False)
+    r1, r2, r3 = self_correct([P1, P2, P3], gen, TASK, mode="verbal", max_attempts=3)
     assert (r1.attempts, r1.verdicts, r1.final_answer) == (["31"], ["correct"], "31")
     assert r1.trajectory == "31\n\nSelf-evaluation: [VERIFY] correct."
     assert (r2.attempts, r2.verdicts, r2.final_answer) == (["45", "72"], ["wrong", "correct"], "72")
@@ -77,14 +59,14 @@ def test_verbal_loop_broken_format_keeps_first_answer():
             P2: ["45", " [VERIFY] wrong.", " I give up"],  # revision without answer: first answer final
         }
     )
-    r1, r2 = self_correct([P1, P2], gen, mode="verbal", fmt=FMT, max_attempts=2, is_math=False)
+    r1, r2 = self_correct([P1, P2], gen, TASK, mode="verbal", max_attempts=2)
     assert r1.format_broken and r1.attempts == ["17"] and r1.final_answer == "17" and r1.verdicts == [None]
     assert r2.format_broken and r2.attempts == ["45", "I give up"] and r2.final_answer == "45"
 
 
 def test_single_attempt_is_never_judged():
     gen = Scripted({P1: ["17"]})
-    (r,) = self_correct([P1], gen, mode="verbal", fmt=FMT, max_attempts=1, is_math=False)
+    (r,) = self_correct([P1], gen, TASK, mode="verbal", max_attempts=1)
     assert r.verdicts == [] and r.verification_tokens == 0 and r.final_answer == "17"
 
 
@@ -97,9 +79,7 @@ def test_laser_loop_revises_only_when_score_at_most_threshold():
         table = {"31": 0.9, "45": 0.2, "99": 0.5}
         return [table.get(c) for c in completions]
 
-    r1, r2, r3 = self_correct(
-        [P1, P2, P3], gen, mode="laser", fmt=FMT, max_attempts=2, threshold=0.5, score_fn=score_fn, is_math=False
-    )
+    r1, r2, r3 = self_correct([P1, P2, P3], gen, TASK, mode="laser", max_attempts=2, threshold=0.5, score_fn=score_fn)
     assert calls == [["31", "45", "99"]]  # one scoring call, on the first attempts; the last attempt is not scored
     assert (r1.attempts, r1.verdicts, r1.scores, r1.final_answer) == (["31"], ["correct"], [0.9], "31")
     assert (r2.attempts, r2.verdicts, r2.final_answer) == (["45", "72"], ["wrong"], "72")
@@ -113,15 +93,22 @@ def test_laser_loop_revises_only_when_score_at_most_threshold():
 
 def test_laser_loop_unscorable_attempt_stops():
     gen = Scripted({P1: ["17"]})
-    (r,) = self_correct([P1], gen, mode="laser", fmt=FMT, score_fn=lambda p, c: [None], is_math=False)
+    (r,) = self_correct([P1], gen, TASK, mode="laser", score_fn=lambda p, c: [None])
     assert r.format_broken and r.final_answer == "17" and r.num_attempts == 1
 
 
+def test_laser_loop_scores_with_the_generating_model_by_default():
+    scored = []
+    gen = Scripted({P1: ["17", " 31"]}, score=lambda prompts, completions: scored.extend(completions) or [0.0])
+    (r,) = self_correct([P1], gen, TASK, mode="laser")
+    assert scored == ["17"] and r.verdicts == ["wrong"] and r.final_answer == "31"
+
+
 def test_argument_checks():
-    with pytest.raises(ValueError, match="score_fn"):
-        self_correct([P1], Scripted({}), mode="laser", fmt=FMT)
     with pytest.raises(ValueError, match="mode"):
-        self_correct([P1], Scripted({}), mode="oracle", fmt=FMT)
+        self_correct([P1], Scripted({}), TASK, mode="oracle")
+    with pytest.raises(ValueError, match="max_attempts"):
+        self_correct([P1], Scripted({}), TASK, max_attempts=0)
 
 
 def test_metrics_as_in_the_method():
@@ -132,30 +119,21 @@ def test_metrics_as_in_the_method():
             P3: ["99", " [VERIFY] wrong.", " 10"],  # c→i, verdict wrong
         }
     )
-    results = self_correct([P1, P2, P3], gen, mode="verbal", fmt=FMT, is_math=False)
-    m = correction_metrics(results, ["31", "72", "99"], is_math=False)
+    results = self_correct([P1, P2, P3], gen, TASK, mode="verbal")
+    m = correction_metrics(results, ["31", "72", "99"], TASK)
     assert m["turn1_accuracy"] == pytest.approx(2 / 3) and m["final_accuracy"] == pytest.approx(2 / 3)
     assert m["delta"] == pytest.approx(0) and m["delta_i_to_c"] == pytest.approx(1 / 3)
     assert m["delta_c_to_i"] == pytest.approx(1 / 3)
     assert m["verdict_acc_correct"] == pytest.approx(1 / 2) and m["verdict_acc_incorrect"] == 1.0
     assert m["avg_attempts"] == pytest.approx(5 / 3)
     assert m["verification_tokens_per_problem"] == pytest.approx(1 + 2)
-    no_wrong = correction_metrics(results[:1], ["31"], is_math=False)
+    no_wrong = correction_metrics(results[:1], ["31"], TASK)
     assert math.isnan(no_wrong["verdict_acc_incorrect"])
 
 
 def test_evaluate_correction_writes_records(tmp_path):
-    gen = Scripted({P1: ["17"], P2: ["72"]})
-    metrics = evaluate_correction(
-        "unused-path",
-        [P1, P2],
-        ["31", "72"],
-        mode="laser",
-        output_dir=str(tmp_path),
-        is_math=False,
-        generator=gen,
-        score_fn=lambda p, c: [0.9] * len(c),
-    )
+    gen = Scripted({P1: ["17"], P2: ["72"]}, score=lambda p, c: [0.9] * len(c))
+    metrics = evaluate_correction(gen, [P1, P2], ["31", "72"], TASK, mode="laser", output_dir=str(tmp_path))
     assert metrics["mode"] == "laser" and metrics["turn1_accuracy"] == 0.5 and metrics["avg_attempts"] == 1
     assert metrics["verdict_acc_correct"] == 1.0 and metrics["verdict_acc_incorrect"] == 0.0
     records = [json.loads(line) for line in open(tmp_path / "records.jsonl")]

@@ -1,36 +1,17 @@
-"""`trl-laser evaluate` end to end on a tiny model, data loading, and clear errors before any generation."""
+"""`trl-laser evaluate` end to end on a tiny model, grading and voting, and clear errors before any generation."""
 
 import json
 import math
-import sys
-import types
 
 import pytest
-from datasets import Dataset
 
 from trl_laser.cli import main
-from trl_laser.commands.evaluate import evaluate_samples
-from trl_laser.inference.data import DatasetError, load_problems
-from trl_laser.scoring.recipe import SelfRewardConfig
-from trl_laser.scoring.scorer import GeneratedSamples, SelfRewardScorer
-from trl_laser.tasks import COMPARE_FEW_SHOT
-from trl_laser.testing import save_tiny_model
+from trl_laser.evaluation.evaluate import evaluate_samples
+from trl_laser.scoring.scorer import Completion, GeneratedSamples, SelfRewardScorer
+from trl_laser.tasks import MATH_TASK, load_problems
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def laser_model(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("laser_model"))
-    save_tiny_model(directory)
-    SelfRewardConfig(token="<reserved_0>", token_id=3, beta=0.1, ref_constant=-5.0).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def plain_model(tmp_path_factory):
-    return save_tiny_model(str(tmp_path_factory.mktemp("plain_model")))
 
 
 @pytest.fixture
@@ -45,27 +26,33 @@ def gsm8k_file(tmp_path):
 
 
 @pytest.fixture
-def no_generation(monkeypatch):
-    """Fail the test if the command gets as far as loading the model."""
+def loads(monkeypatch):
+    """Count the models the command loads (and fail the test if it loads one while `refuse` is set)."""
+    calls = {"count": 0, "refuse": False}
+    original = SelfRewardScorer.from_pretrained.__func__
 
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded although the input is invalid")
+    def counting(cls, *args, **kwargs):
+        if calls["refuse"]:
+            raise AssertionError("the model was loaded although the input is invalid")
+        calls["count"] += 1
+        return original(cls, *args, **kwargs)
 
-    monkeypatch.setattr(SelfRewardScorer, "from_pretrained", refuse)
+    monkeypatch.setattr(SelfRewardScorer, "from_pretrained", classmethod(counting))
+    return calls
 
 
 def evaluate(model, output, flags: str = "") -> int:
-    """Run `trl-laser evaluate --model MODEL --output OUTPUT FLAGS` (flags space-separated; test paths have no spaces)."""
-    return main(["evaluate", "--model", str(model), "--output", str(output), *flags.split()])
+    """Run `trl-laser evaluate` on MODEL into OUTPUT with FLAGS (space-separated; test paths have no spaces)."""
+    return main(["evaluate", "--model_name_or_path", str(model), "--output-dir", str(output), *flags.split()])
 
 
-def test_evaluate_builtin_task_end_to_end(laser_model, tmp_path, capsys):
+def test_evaluate_builtin_task_end_to_end(laser_model_dir, tmp_path, capsys):
     report = tmp_path / "report"
-    code = evaluate(laser_model, report, "--limit 3 --num-samples 4 --max-new-tokens 6")
+    code = evaluate(laser_model_dir, report, "--num-problems 3 --num_samples 4 --max-new-tokens 6")
     assert code == 0
     results = json.loads((report / "results.json").read_text())
     assert results["self_reward"] == {"token": "<reserved_0>", "token_id": 3, "beta": 0.1, "ref_constant": -5.0}
-    assert results["num_problems"] == 3
+    assert results["num_problems"] == 3 and results["task"] == "compare"
     assert set(results["curves"]) == {"majority", "weighted", "best_of", "pass"}
     assert set(results["curves"]["majority"]) == {"1", "2", "4"}
     for key in ("accuracy", "finished_rate", "maj@4", "weighted_maj@4", "best_of_4", "verification"):
@@ -73,6 +60,9 @@ def test_evaluate_builtin_task_end_to_end(laser_model, tmp_path, capsys):
     lines = [json.loads(line) for line in (report / "samples.jsonl").read_text().splitlines()]
     assert len(lines) == 12
     assert {line["problem_index"] for line in lines} == {0, 1, 2}
+    # the default split of `evaluate` is the built-in task's test split
+    test_problems = load_problems("builtin:compare", "test", 3)[0]["problem"]
+    assert [lines[4 * i]["problem"] for i in range(3)] == test_problems
     for line in lines:
         assert (line["score"] is None) == (not line["finished"])  # truncated samples have no score
         assert isinstance(line["correct"], bool)
@@ -82,109 +72,91 @@ def test_evaluate_builtin_task_end_to_end(laser_model, tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
-def test_explicit_recipe_for_a_model_without_metadata(plain_model, gsm8k_file, tmp_path):
+def test_explicit_recipe_for_a_model_without_metadata(tiny_model_dir, gsm8k_file, tmp_path):
     report = tmp_path / "report"
     flags = (
-        f"--dataset {gsm8k_file} --num-samples 2 --max-new-tokens 4 --token <reserved_1> --beta 0.5 --ref-constant -4"
+        f"--dataset_name {gsm8k_file} --num-samples 2 --max-new-tokens 4 --self-reward-token <reserved_1> "
+        "--self_reward_beta 0.5 --self-reward-ref-constant -4"
     )
-    code = evaluate(plain_model, report, flags)
+    code = evaluate(tiny_model_dir, report, flags)
     assert code == 0
     results = json.loads((report / "results.json").read_text())
-    assert results["self_reward"]["token_id"] == 4
-    assert results["self_reward"]["beta"] == 0.5
+    assert results["self_reward"] == {"token": "<reserved_1>", "token_id": 4, "beta": 0.5, "ref_constant": -4.0}
+    assert results["task"] == "math"
 
 
-def test_correction_option_calls_the_correction_pipeline(laser_model, tmp_path, monkeypatch):
-    calls = []
-
-    def evaluate_correction(**kwargs):
-        calls.append(kwargs)
-        return {"accuracy_first": 0.25, "accuracy_final": 0.5}
-
-    fake = types.ModuleType("trl_laser.correction.evaluation")
-    fake.evaluate_correction = evaluate_correction
-    monkeypatch.setitem(sys.modules, "trl_laser.correction.evaluation", fake)
+def test_options_from_a_yaml_file(laser_model_dir, tmp_path):
+    config = tmp_path / "evaluate.yaml"
+    config.write_text(f"model_name_or_path: {laser_model_dir}\nnum_problems: 2\nnum_samples: 2\nmax_new_tokens: 3\n")
     report = tmp_path / "report"
-    flags = (
-        "--limit 2 --num-samples 1 --max-new-tokens 3 --correction laser --max-attempts 3 --threshold 0.7 --beta 0.3"
-    )
-    code = evaluate(laser_model, report, flags)
-    assert code == 0
-    (call,) = calls
-    assert call["mode"] == "laser" and call["max_attempts"] == 3 and call["threshold"] == 0.7
-    assert call["model_path"] == laser_model and call["is_math"] is False and call["max_new_tokens"] == 3
-    assert call["beta"] == 0.3 and "token" not in call  # explicit scoring values are passed on, others are not
-    expected = load_problems("builtin:compare", limit=2)
-    assert call["problems"] == [p.problem for p in expected] and call["answers"] == [p.answer for p in expected]
-    assert json.loads((report / "results.json").read_text())["correction"] == {
-        "accuracy_first": 0.25,
-        "accuracy_final": 0.5,
-    }
+    assert main(["evaluate", "--config", str(config), "--output_dir", str(report), "--num_samples", "3"]) == 0
+    results = json.loads((report / "results.json").read_text())
+    assert results["num_problems"] == 2 and results["generation"]["num_samples"] == 3  # the command line wins
 
 
-def test_missing_metadata_is_reported_before_generation(plain_model, tmp_path, capsys, no_generation):
-    code = evaluate(plain_model, tmp_path / "r")
-    assert code == 2
+def test_correction_reuses_the_loaded_model(laser_model_dir, tmp_path, loads):
+    report = tmp_path / "report"
+    flags = "--num_problems 2 --num-samples 1 --max-new-tokens 3 --correction laser --max-attempts 3"
+    assert evaluate(laser_model_dir, report, flags + " --correction-threshold 0.7") == 0
+    assert loads["count"] == 1
+    correction = json.loads((report / "results.json").read_text())["correction"]
+    assert correction["mode"] == "laser" and correction["max_attempts"] == 3 and correction["threshold"] == 0.7
+    assert correction["num_problems"] == 2 and 1 <= correction["avg_attempts"] <= 3
+    records = [json.loads(line) for line in (report / "records.jsonl").read_text().splitlines()]
+    # every judged attempt carries the model's own score, and the loop revised exactly when it was at most 0.7
+    for record in records:
+        assert len(record["scores"]) == len(record["verdicts"])
+        for score, verdict in zip(record["scores"], record["verdicts"], strict=True):
+            assert verdict == (None if score is None else "correct" if score > 0.7 else "wrong")
+
+
+def test_missing_metadata_is_reported_before_generation(tiny_model_dir, tmp_path, capsys, loads):
+    loads["refuse"] = True
+    assert evaluate(tiny_model_dir, tmp_path / "r") == 2
     error = capsys.readouterr().err
-    assert "self_reward_config.json" in error and "--ref-constant" in error
+    assert "self_reward_config.json" in error and "--self-reward-ref-constant" in error
 
 
-def test_missing_column_is_reported_before_generation(laser_model, tmp_path, capsys, no_generation):
+def test_missing_column_is_reported_before_generation(laser_model_dir, tmp_path, capsys, loads):
+    loads["refuse"] = True
     path = tmp_path / "data.jsonl"
     path.write_text(json.dumps({"text": "1+1?", "answer": "2"}) + "\n")
-    code = evaluate(laser_model, tmp_path / "r", f"--dataset {path}")
-    assert code == 2
+    assert evaluate(laser_model_dir, tmp_path / "r", f"--dataset_name {path}") == 2
     error = capsys.readouterr().err
     assert "problem" in error and "--problem-column" in error and "['text', 'answer']" in error
-    code = evaluate(laser_model, tmp_path / "r", f"--dataset {path} --problem-column text --answer-column solution")
-    assert code == 2
+    flags = f"--dataset_name {path} --problem-column text --answer_column solution"
+    assert evaluate(laser_model_dir, tmp_path / "r", flags) == 2
     assert "--answer-column" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("content", [None, "{not json\n"], ids=["missing_file", "bad_json"])
-def test_unreadable_data_is_reported_before_generation(laser_model, tmp_path, capsys, no_generation, content):
+def test_unreadable_data_is_reported_before_generation(laser_model_dir, tmp_path, capsys, loads, content):
+    loads["refuse"] = True
     path = tmp_path / "data.jsonl"
     if content is not None:
         path.write_text(content)
-    code = evaluate(laser_model, tmp_path / "r", f"--dataset {path}")
-    assert code == 2
+    assert evaluate(laser_model_dir, tmp_path / "r", f"--dataset_name {path}") == 2
     error = capsys.readouterr().err
-    assert ("No such file" in error) if content is None else ("line 1" in error)
+    assert ("No such file" in error) if content is None else ("Cannot read" in error and "JSON" in error)
 
 
-def test_load_problems_detects_gsm8k_and_math_columns(gsm8k_file, tmp_path):
-    problems = load_problems(gsm8k_file, require_answer=True)
-    assert [p.answer for p in problems] == ["5", "999"]
-    assert problems[0].check == "math"
-    assert "\\boxed{}" in problems[0].prompt[-1]["content"]
-    assert problems[0].prompt[-1]["content"].startswith("Ann has 2 apples")
-
-    saved = tmp_path / "math_dataset"
-    Dataset.from_dict({"problem": ["What is $1/2 + 0$?"], "answer": ["\\frac{1}{2}"]}).save_to_disk(str(saved))
-    (problem,) = load_problems(str(saved), prompt_template="Solve: {problem}")
-    assert problem.answer == "\\frac{1}{2}"
-    assert problem.prompt == [{"role": "user", "content": "Solve: What is $1/2 + 0$?"}]
-
-
-def test_builtin_task_keeps_its_few_shot_prompt():
-    problems = load_problems("builtin:compare", limit=2)
-    assert len(problems) == 2 and problems[0].check == "exact"
-    assert problems[0].prompt[:-1] == COMPARE_FEW_SHOT and problems[0].prompt[-1]["content"] == problems[0].problem
-    with pytest.raises(DatasetError, match="available: compare"):
-        load_problems("builtin:nope")
+def test_invalid_options_are_reported_before_generation(laser_model_dir, tmp_path, capsys, loads):
+    loads["refuse"] = True
+    assert evaluate(laser_model_dir, tmp_path / "r", "--num_samples 0") == 2
+    assert "num_samples must be at least 1" in capsys.readouterr().err
+    assert evaluate(laser_model_dir, tmp_path / "r", "--dataset_test_split nope") == 2
+    assert "'nope'" in capsys.readouterr().err
 
 
 def test_evaluate_samples_grades_and_votes_with_math_verify(tmp_path):
-    (problem,) = load_problems("builtin:compare", limit=1)
-    problem.answer, problem.check = "1/2", "math"
-    sample = GeneratedSamples(
-        prompt=problem.prompt,
-        texts=["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{3}", "\\boxed{3}", "no idea"],
-        token_ids=[[1, 2]] * 5,
-        scores=[0.2, None, 0.9, 0.3, 1.5],
-        finished=[True, False, True, True, True],
-    )
-    results = evaluate_samples([problem], [sample], output_dir=str(tmp_path))
+    problem = {"problem": "What is 1/2?", "answer": "1/2"}
+    texts = ["\\boxed{0.5}", "\\boxed{\\frac{1}{2}}", "\\boxed{3}", "\\boxed{3}", "no idea"]
+    scores = [0.2, None, 0.9, 0.3, 1.5]
+    completions = [
+        Completion(text, [1, 2], finished=score is not None, score=score)
+        for text, score in zip(texts, scores, strict=True)
+    ]
+    results = evaluate_samples([problem], [GeneratedSamples([], completions)], MATH_TASK, output_dir=str(tmp_path))
     assert results["accuracy"] == pytest.approx(0.4)
     # 0.5 and 1/2 share a group (2 votes) but so does 3 (2 votes), and 3 appears later: majority picks 1/2.
     assert results["maj@5"] == 1.0
@@ -192,11 +164,20 @@ def test_evaluate_samples_grades_and_votes_with_math_verify(tmp_path):
     # (the 1.5 sample has no answer).
     assert results["weighted_maj@5"] == 0.0
     assert results["best_of_5"] == 0.0
+    assert results["pass@5"] == 1.0
     assert results["verification"]["num_unscored"] == 1
     assert results["verification"]["acc_correct"] == 0.0 and results["verification"]["acc_incorrect"] == pytest.approx(
         1 / 3
     )
     lines = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert [line["correct"] for line in lines] == [True, True, False, False, False]
-    assert lines[4]["answer"] is None
+    assert lines[4]["answer"] is None and lines[0]["answer"] == "0.5"
     assert not math.isnan(results["verification"]["ece"])
+
+
+def test_unreadable_reference_leaves_the_problem_out():
+    completions = [Completion("\\boxed{1}", [1], finished=True, score=0.5)]
+    problems = [{"problem": "?", "answer": ""}, {"problem": "1?", "answer": "1"}]  # an empty reference
+    samples = [GeneratedSamples([], completions), GeneratedSamples([], completions)]
+    results = evaluate_samples(problems, samples, MATH_TASK)
+    assert results["num_ungradable"] == 1 and results["num_problems"] == 2 and results["accuracy"] == 1.0

@@ -6,6 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_laser import estimate_reference_constant
 from trl_laser.cli import main
+from trl_laser.scoring.recipe import SelfRewardConfig
 from trl_laser.scoring.scorer import SelfRewardScorer
 
 
@@ -19,7 +20,7 @@ def test_estimate_matches_full_forward_log_probs(tiny_model_dir):
         model, tokenizer, PROMPTS, token="<reserved_1>", num_samples=3, max_new_tokens=48, seed=7
     )
     # the same samples again, and log π(z_c | x, y) from a plain full forward of each finished sequence
-    samples = SelfRewardScorer(model, tokenizer, token=4, beta=1.0, ref_constant=0.0).generate(
+    samples = SelfRewardScorer(model, tokenizer, SelfRewardConfig(token=4, beta=1.0, ref_constant=0.0)).generate(
         PROMPTS, num_samples=3, max_new_tokens=48, seed=7, batch_size=8
     )
     values = []
@@ -41,8 +42,9 @@ def test_estimate_matches_full_forward_log_probs(tiny_model_dir):
 def test_estimate_constant_command(tmp_path, tiny_model_dir, capsys):
     output = tmp_path / "c_ref.json"
     code = main(
-        ["estimate-constant", "--model", tiny_model_dir, "--dataset", "builtin:compare", "--num-prompts", "3",
-         "--num-samples", "3", "--max-new-tokens", "48", "--token", "<reserved_0>", "--output", str(output)]
+        ["estimate-constant", "--model-name-or-path", tiny_model_dir, "--dataset_name", "builtin:compare",
+         "--num-problems", "3", "--num_samples", "3", "--max-new-tokens", "48", "--self-reward-token", "<reserved_0>",
+         "--output_file", str(output)]
     )  # fmt: skip
     assert code == 0
     saved = json.loads(output.read_text())

@@ -8,57 +8,33 @@ import pytest
 from datasets import load_from_disk
 
 from trl_laser.correction import (
-    COMPARE_FORMAT,
-    MATH_FORMAT,
-    Completion,
     RejectionSamplingConfig,
     assemble_trajectories,
     run_rejection_sampling,
     select_evaluations,
     select_revisions,
 )
-from trl_laser.correction.generation import cut_at_stop
 from trl_laser.correction.rejection_sampling import AttemptPieces, label_attempts
+from trl_laser.scoring.scorer import Completion
+from trl_laser.tasks import COMPARE_TASK, MATH_TASK
+from trl_laser.testing import FakeGenerator as ScriptedGenerator
+
+
+MATH_FORMAT = MATH_TASK.correction
+COMPARE_FORMAT = COMPARE_TASK.correction
 
 
 def done(text):
-    return Completion(text, len(text.split()), True)
+    return Completion(text, [0] * len(text.split()), finished=True)
 
 
 def cut(text):
-    return Completion(text, len(text.split()), False)
-
-
-class ScriptedGenerator:
-    """Answers every request with `respond(conversation, prefix, num_samples) -> texts`; counts what it was asked."""
-
-    def __init__(self, respond):
-        self.respond = respond
-        self.requests = 0
-
-    def generate(self, conversations, *, assistant_prefixes=None, num_samples=1, max_new_tokens=256, stop=None):
-        prefixes = assistant_prefixes or [""] * len(conversations)
-        self.requests += len(conversations)
-        outputs = []
-        for conversation, prefix in zip(conversations, prefixes, strict=True):
-            texts = self.respond(conversation, prefix, num_samples)
-            assert len(texts) == num_samples
-            outputs.append([Completion(*_cut(t, stop)) for t in texts])
-        return outputs
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-
-def _cut(text, stop):
-    truncated = text.endswith("...")
-    text, hit = cut_at_stop(text, stop)
-    return text, len(text.split()), not truncated or hit is not None, hit
+    return Completion(text, [0] * len(text.split()), finished=False)
 
 
 def test_label_attempts_leaves_truncated_out():
     attempts = [done("\\boxed{5}"), done("\\boxed{4}"), cut("\\boxed{5} and then")]
-    assert label_attempts(attempts, "5", is_math=True) == [True, False, None]
+    assert label_attempts(attempts, "5", MATH_TASK) == [True, False, None]
 
 
 def test_select_evaluations_rules():
@@ -86,7 +62,7 @@ def test_select_evaluations_rules():
 def test_select_revisions_keeps_finished_correct_ones_without_verdict():
     revisions = [done("\\boxed{5}"), done("\\boxed{6}"), cut("\\boxed{5} but"), done("\\boxed{5} [VERIFY] correct.")]
     stats = Counter()
-    assert select_revisions(revisions, "5", True, MATH_FORMAT, stats) == ["\\boxed{5}"]
+    assert select_revisions(revisions, "5", MATH_TASK, stats) == ["\\boxed{5}"]
     assert stats == Counter(revision_kept=1, revision_incorrect=1, revision_truncated=1, revision_has_verdict=1)
 
 
@@ -172,7 +148,7 @@ CONFIG = RejectionSamplingConfig(
 
 def test_run_writes_dataset_and_statistics(tmp_path):
     generator = ScriptedGenerator(compare_respond)
-    stats = run_rejection_sampling(PROBLEMS, generator, str(tmp_path), COMPARE_FORMAT, CONFIG, is_math=False)
+    stats = run_rejection_sampling(PROBLEMS, generator, str(tmp_path), COMPARE_TASK, CONFIG)
     rows = [json.loads(line) for line in open(tmp_path / "trajectories.jsonl")]
     # every problem has right and wrong first attempts, agreeing verdicts and right revisions: one row per type
     assert Counter(r["type"] for r in rows) == {"D1": 5, "D2": 5, "D3": 5}
@@ -184,7 +160,7 @@ def test_run_writes_dataset_and_statistics(tmp_path):
     assert len(dataset) == 15
     row = dataset[0]
     assert row["messages"][-1]["role"] == "assistant" and row["messages"][-2]["role"] == "user"
-    assert row["messages"][:-1] == COMPARE_FORMAT.build_prompt(row["problem"])
+    assert row["messages"][:-1] == COMPARE_TASK.build_prompt(row["problem"])
     assert row["messages"][-1]["content"].startswith(row["masked_prefix"])
 
 
@@ -204,7 +180,7 @@ def test_resume_skips_finished_problems_and_drops_partial_rows(tmp_path):
         return compare_respond(conversation, prefix, n)
 
     with pytest.raises(Interrupted):
-        run_rejection_sampling(PROBLEMS, ScriptedGenerator(crashing), str(tmp_path), COMPARE_FORMAT, CONFIG, False)
+        run_rejection_sampling(PROBLEMS, ScriptedGenerator(crashing), str(tmp_path), COMPARE_TASK, CONFIG)
     progress = [json.loads(line)["problem_id"] for line in open(tmp_path / "problems.jsonl")]
     assert progress == ["p0", "p1", "p2", "p3"]
     # simulate a crash between writing rows and the progress line: a stray row of an unfinished problem
@@ -212,7 +188,7 @@ def test_resume_skips_finished_problems_and_drops_partial_rows(tmp_path):
         f.write(json.dumps({"problem_id": "p4", "type": "D3"}) + "\n")
 
     generator = ScriptedGenerator(compare_respond)
-    stats = run_rejection_sampling(PROBLEMS, generator, str(tmp_path), COMPARE_FORMAT, CONFIG, is_math=False)
+    stats = run_rejection_sampling(PROBLEMS, generator, str(tmp_path), COMPARE_TASK, CONFIG)
     # only p4 was sampled again: 1 prompt, 4 evaluation requests, 4 revision requests
     assert generator.requests == 1 + 4 + 4
     rows = [json.loads(line) for line in open(tmp_path / "trajectories.jsonl")]
@@ -222,11 +198,11 @@ def test_resume_skips_finished_problems_and_drops_partial_rows(tmp_path):
 
     # a third run has nothing left to do
     again = ScriptedGenerator(compare_respond)
-    assert run_rejection_sampling(PROBLEMS, again, str(tmp_path), COMPARE_FORMAT, CONFIG, False) == stats
+    assert run_rejection_sampling(PROBLEMS, again, str(tmp_path), COMPARE_TASK, CONFIG) == stats
     assert again.requests == 0
     assert os.path.isfile(tmp_path / "config.json")
 
 
 def test_duplicate_problem_ids_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unique"):
-        run_rejection_sampling(PROBLEMS[:1] * 2, ScriptedGenerator(compare_respond), str(tmp_path), COMPARE_FORMAT)
+        run_rejection_sampling(PROBLEMS[:1] * 2, ScriptedGenerator(compare_respond), str(tmp_path), COMPARE_TASK)

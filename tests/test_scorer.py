@@ -12,8 +12,8 @@ import torch
 from transformers import LogitsProcessor
 
 from trl_laser import SelfRewardScorer
-from trl_laser.scoring.recipe import SelfRewardConfig
-from trl_laser.testing import save_tiny_model, tiny_model, tiny_tokenizer
+from trl_laser.scoring.recipe import SelfRewardConfig, resolve_self_reward_config
+from trl_laser.testing import tiny_model, tiny_tokenizer
 
 
 TOLERANCE = 1e-4  # float32; cached decode and a full forward agree to ~1e-6 here
@@ -44,7 +44,8 @@ class EndAt(LogitsProcessor):
 
 def make_scorer(pad_is_eos: bool) -> SelfRewardScorer:
     tokenizer = tiny_tokenizer(pad_is_eos=pad_is_eos)
-    return SelfRewardScorer(tiny_model(tokenizer).eval(), tokenizer, token=TOKEN, beta=BETA, ref_constant=C_REF)
+    config = SelfRewardConfig(token=TOKEN, beta=BETA, ref_constant=C_REF)
+    return SelfRewardScorer(tiny_model(tokenizer).eval(), tokenizer, config)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["pad_is_eos", "pad_not_eos"])
@@ -123,7 +124,7 @@ def test_score_is_beta_times_log_prob_after_eos_minus_constant():
     ids.append(scorer.tokenizer.eos_token_id)
     with torch.no_grad():
         logits = scorer.model(input_ids=torch.tensor([ids])).logits[0, -1]
-    expected = BETA * (logits.log_softmax(-1)[scorer.token_id].item() - C_REF)
+    expected = BETA * (logits.log_softmax(-1)[scorer.config.token_id].item() - C_REF)
     # Text (EOS appended), ids without EOS (appended) and ids with EOS all give the same score.
     text_score, ids_score, eos_score = scorer.score([prompt] * 3, [completion, ids[len(ids) - 4 : -1], ids[-4:]])
     assert text_score == pytest.approx(expected, abs=1e-5)
@@ -145,27 +146,87 @@ def test_chat_messages_and_string_prompts_are_equivalent():
     assert scorer.encode_prompt("hi") == scorer.encode_prompt([{"role": "user", "content": "hi"}])
 
 
-def test_from_pretrained_reads_metadata_and_overrides(tmp_path):
-    save_tiny_model(str(tmp_path))
-    SelfRewardConfig(token=TOKEN, token_id=3, beta=0.2, ref_constant=-7.5).save_pretrained(str(tmp_path))
-    scorer = SelfRewardScorer.from_pretrained(str(tmp_path))
-    assert (scorer.token, scorer.token_id, scorer.beta, scorer.ref_constant) == (TOKEN, 3, 0.2, -7.5)
-    scorer = SelfRewardScorer.from_pretrained(str(tmp_path), beta=1.0, ref_constant=0.0)
-    assert (scorer.token_id, scorer.beta, scorer.ref_constant) == (3, 1.0, 0.0)
+def test_from_pretrained_reads_metadata_and_overrides(laser_model_dir):
+    scorer = SelfRewardScorer.from_pretrained(laser_model_dir)
+    assert scorer.config == SelfRewardConfig(token=TOKEN, token_id=3, beta=0.1, ref_constant=-5.0)
+    overridden = resolve_self_reward_config(laser_model_dir, beta=1.0, ref_constant=0.0)
+    scorer = SelfRewardScorer.from_pretrained(laser_model_dir, overridden)
+    assert (scorer.config.token_id, scorer.config.beta, scorer.config.ref_constant) == (3, 1.0, 0.0)
+    # Another token replaces the saved one, and its id is resolved against the tokenizer.
+    other = SelfRewardScorer.from_pretrained(laser_model_dir, resolve_self_reward_config(laser_model_dir, token="4"))
+    assert (other.config.token, other.config.token_id, other.config.beta) == ("<reserved_1>", 4, 0.1)
     # Constructed from the loaded model alone, the scorer finds the metadata next to the weights.
     again = SelfRewardScorer(scorer.model, scorer.tokenizer)
-    assert (again.beta, again.ref_constant) == (0.2, -7.5)
+    assert (again.config.beta, again.config.ref_constant) == (0.1, -5.0)
 
 
-def test_missing_metadata_is_a_clear_error(tmp_path):
-    save_tiny_model(str(tmp_path))
-    with pytest.raises(ValueError, match="beta, ref_constant were not given.*--ref-constant"):
-        SelfRewardScorer.from_pretrained(str(tmp_path), token=TOKEN)
-    scorer = SelfRewardScorer.from_pretrained(str(tmp_path), token=TOKEN, beta=0.1, ref_constant=-5.0)
-    assert scorer.token_id == 3
+def test_without_a_recipe_it_generates_unscored_and_refuses_to_score(tiny_model_dir):
+    with pytest.raises(ValueError, match="beta, ref_constant were not given.*--self-reward-ref-constant"):
+        resolve_self_reward_config(tiny_model_dir, token=TOKEN)
+    scorer = SelfRewardScorer.from_pretrained(tiny_model_dir)
+    assert scorer.config is None
+    (samples,) = scorer.generate(["Hi"], num_samples=3, max_new_tokens=8, seed=0)
+    assert samples.scores == [None] * 3 and len(samples.texts) == 3
+    with pytest.raises(ValueError, match="no scoring recipe"):
+        scorer.score(["Hi"], ["there"])
+    scorer = SelfRewardScorer.from_pretrained(tiny_model_dir, resolve_self_reward_config(None, TOKEN, 0.1, -5.0))
+    assert scorer.config.token_id == 3
 
 
 def test_eos_cannot_be_the_self_reward_token():
     tokenizer = tiny_tokenizer()
     with pytest.raises(ValueError, match="EOS"):
-        SelfRewardScorer(tiny_model(tokenizer), tokenizer, token="<|im_end|>", beta=0.1, ref_constant=-5.0)
+        SelfRewardScorer(
+            tiny_model(tokenizer), tokenizer, SelfRewardConfig(token="<|im_end|>", beta=0.1, ref_constant=-5.0)
+        )
+
+
+class Write(LogitsProcessor):
+    """Row r writes the token ids `texts[r]` (then EOS), whatever the model prefers."""
+
+    def __init__(self, prompt_width: int, texts: list[list[int]], eos_id: int):
+        self.prompt_width, self.texts, self.eos_id = prompt_width, texts, eos_id
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_width
+        forced = torch.full_like(scores, -math.inf)
+        for row, ids in enumerate(self.texts):
+            forced[row, ids[step] if step < len(ids) else self.eos_id] = 0.0
+        return forced
+
+
+def test_stop_strings_and_assistant_prefixes(scorer):
+    """The correction loops continue an assistant turn and stop at a marker: a stopped completion keeps its stop
+    string, is not finished, has no score and no padding; the other rows are unaffected."""
+    prompts, prefixes = ["Which is larger?", "Hi"], ["So: ", ""]
+    encode = scorer.tokenizer
+    texts = [
+        encode("72 Check: ok", add_special_tokens=False)["input_ids"],
+        encode("45", add_special_tokens=False)["input_ids"],
+    ]
+    width = max(len(scorer.encode_prompt(p, prefix)) for p, prefix in zip(prompts, prefixes, strict=True))
+    assert (
+        scorer.encode_prompt(prompts[0], prefixes[0])
+        == encode(
+            encode.apply_chat_template(
+                [{"role": "user", "content": prompts[0]}], tokenize=False, add_generation_prompt=True
+            )
+            + "So: ",
+            add_special_tokens=False,
+        )["input_ids"]
+    )
+    stopped, ended = scorer.generate(
+        prompts,
+        max_new_tokens=20,
+        batch_size=2,
+        assistant_prefixes=prefixes,
+        stop=["Check:"],
+        logits_processor=[Write(width, texts, scorer.eos_ids[0])],
+    )
+    (stopped,), (ended,) = stopped.completions, ended.completions
+    assert (stopped.text, stopped.stop, stopped.finished, stopped.score) == ("72 Check:", "Check:", False, None)
+    assert scorer.tokenizer.decode(stopped.token_ids) == "72 Check:"
+    assert (ended.text, ended.stop, ended.finished) == ("45", None, True)
+    assert ended.token_ids[-1] in scorer.eos_ids
+    assert ended.score == pytest.approx(scorer.score(["Hi"], [ended.token_ids])[0], abs=TOLERANCE)
+    assert scorer.count_tokens("72 Check:") == 9  # the tiny tokenizer is character-level

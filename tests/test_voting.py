@@ -2,17 +2,17 @@
 
 import pytest
 
-from trl_laser.inference.voting import (
+from trl_laser.evaluation.voting import (
     aggregation_curves,
     best_of_n,
-    extract_math_answer,
     group_answers,
     k_values,
     majority_vote,
-    math_equivalent,
+    pass_at_k,
     self_reward_vote,
     vote_weights,
 )
+from trl_laser.tasks import MATH_TASK
 
 
 def test_equivalent_math_answers_share_a_group():
@@ -24,9 +24,9 @@ def test_equivalent_math_answers_share_a_group():
         "I give up",
         "\\boxed{3.0}",
     ]
-    answers = [extract_math_answer(t) for t in texts]
+    answers = [MATH_TASK.extract_answer(t) for t in texts]
     assert answers[4] is None
-    assert group_answers(answers, math_equivalent) == [0, 0, 0, 1, None, 1]
+    assert group_answers(answers, MATH_TASK.same_answer) == [0, 0, 0, 1, None, 1]
 
 
 def test_exact_grouping_by_default():
@@ -85,6 +85,17 @@ def test_curves_on_a_hand_computed_problem():
     assert curves["pass"] == {1: third, 2: two_thirds, 3: 1.0}
 
 
+def test_pass_at_k_is_the_exact_estimator():
+    # 5 samples, 2 correct: C(3, k) of the C(5, k) subsets of size k hold no correct sample.
+    assert pass_at_k(5, 2, 1) == pytest.approx(2 / 5)
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)
+    assert pass_at_k(5, 2, 3) == pytest.approx(1 - 1 / 10)
+    assert pass_at_k(5, 2, 4) == 1.0  # fewer than 4 wrong samples: any 4 include a correct one
+    assert pass_at_k(5, 0, 5) == 0.0
+    with pytest.raises(ValueError):
+        pass_at_k(5, 2, 6)
+
+
 def test_curves_average_over_problems_and_are_seeded():
     groups = [[0, 1, 0, 2, 1, 0, 3, 0], [0, 0, 0, 0, 1, 1, 1, 1]]
     scores = [[0.9, 0.1, 0.8, None, 0.2, 0.7, 0.0, 0.6], [0.1, 0.2, 0.1, 0.0, 0.9, 0.8, 0.7, None]]
@@ -96,5 +107,7 @@ def test_curves_average_over_problems_and_are_seeded():
     assert first["majority"][8] == 0.5
     assert first["weighted"][8] == 1.0
     assert first["best_of"][8] == 1.0
+    # pass@k does not sample subsets: problem 1 has 4 of 8 correct, problem 2 has 4 of 8.
+    assert first["pass"][2] == pytest.approx(1 - 6 / 28)
     with pytest.raises(ValueError, match="same number of samples"):
         aggregation_curves([[0], [0, 1]], [[1.0], [1.0, 1.0]], [[True], [True, False]])

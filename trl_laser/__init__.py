@@ -14,6 +14,8 @@ _EXPORTS = {
     "load_self_reward_config": "trl_laser.scoring.recipe",
     "estimate_reference_constant": "trl_laser.scoring.reference_constant",
     "SelfRewardScorer": "trl_laser.scoring.scorer",
+    "Task": "trl_laser.tasks.task",
+    "load_problems": "trl_laser.tasks.data",
 }
 
 __all__ = [
@@ -21,7 +23,9 @@ __all__ = [
     "LaSeRGRPOTrainer",
     "SelfRewardConfig",
     "SelfRewardScorer",
+    "Task",
     "estimate_reference_constant",
+    "load_problems",
     "load_self_reward_config",
 ]
 
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from .scoring.recipe import SelfRewardConfig, load_self_reward_config
     from .scoring.reference_constant import estimate_reference_constant
     from .scoring.scorer import SelfRewardScorer
+    from .tasks.data import load_problems
+    from .tasks.task import Task
     from .training.config import LaSeRConfig
     from .training.trainer import LaSeRGRPOTrainer
 

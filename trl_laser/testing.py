@@ -1,4 +1,5 @@
-"""Tiny offline models for tests and examples: a character-level ChatML tokenizer and a few-layer Llama."""
+"""Tiny offline models for tests and examples (a character-level ChatML tokenizer and a few-layer Llama), and the
+helpers the tests share: a trainer builder and a fake generator."""
 
 import string
 
@@ -68,3 +69,118 @@ def save_tiny_model(directory: str, pad_is_eos: bool = True, seed: int = 0) -> s
     tiny_model(tokenizer, seed=seed).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared by the tests: a trainer builder and a fake generator
+
+
+EOS_ID = 2  # `<|im_end|>` in `tiny_tokenizer`
+TRAINING_DEFAULTS = dict(
+    per_device_train_batch_size=8,
+    num_generations=4,
+    max_completion_length=6,
+    max_steps=2,
+    learning_rate=1e-3,
+    report_to="none",
+    logging_steps=1,
+    gradient_checkpointing=False,
+    use_cpu=True,
+    save_strategy="no",
+    seed=0,
+    # make the random tiny model end most completions with EOS, so that both scoring paths get exercised
+    generation_kwargs={"sequence_bias": [[[EOS_ID], 3.0]]},
+)
+
+
+def parity_reward(completions, **kwargs) -> list[float]:
+    """Deterministic 0/1 reward: 1 when the completion has an even number of characters."""
+    from .tasks.answers import completion_text
+
+    return [float(len(completion_text(c)) % 2 == 0) for c in completions]
+
+
+def tiny_training_args(output_dir, config_class=None, **overrides):
+    """Arguments sized for the tiny model on a CPU (`TRAINING_DEFAULTS`; `self_reward_token="<reserved_0>"` for a
+    `LaSeRConfig`, the default `config_class`), with `overrides` on top."""
+    from .training.config import LaSeRConfig
+
+    config_class = config_class or LaSeRConfig
+    args = dict(TRAINING_DEFAULTS, output_dir=str(output_dir))
+    if issubclass(config_class, LaSeRConfig):
+        args["self_reward_token"] = "<reserved_0>"
+    return config_class(**{**args, **overrides})
+
+
+def make_trainer(
+    output_dir,
+    model: str,
+    train_dataset,
+    reward_funcs=parity_reward,
+    trainer_class=None,
+    trainer_kwargs: dict | None = None,
+    **config_overrides,
+):
+    """A trainer on `model` with `tiny_training_args(output_dir, **config_overrides)`.
+
+    `trainer_class` defaults to `LaSeRGRPOTrainer` (with a `LaSeRConfig`); any other class gets TRL's `GRPOConfig`.
+    `trainer_kwargs` go to the trainer (`eval_dataset`, `peft_config`, `processing_class`, ...).
+    """
+    from trl import GRPOConfig
+
+    from .training.trainer import LaSeRGRPOTrainer
+
+    trainer_class = trainer_class or LaSeRGRPOTrainer
+    config_class = None if issubclass(trainer_class, LaSeRGRPOTrainer) else GRPOConfig
+    args = tiny_training_args(output_dir, config_class, **config_overrides)
+    return trainer_class(
+        model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset, **(trainer_kwargs or {})
+    )
+
+
+class FakeGenerator:
+    """A stand-in for `SelfRewardScorer` in tests of the correction pipeline: no model, scripted text.
+
+    `respond(conversation, assistant_prefix, num_samples)` returns the texts. As in real generation, a text is cut
+    right after the first stop string it holds; a text ending in "..." stands for one cut by the token limit; any
+    other one finished with EOS. Tokens are whitespace-separated words. `score(prompts, completions)`, if given,
+    answers `SelfRewardScorer.score`. The fake records the assistant prefixes it was given and counts requests.
+    """
+
+    def __init__(self, respond, score=None):
+        self.respond = respond
+        self._score = score
+        self.prefixes: list[str] = []
+        self.requests = 0
+
+    @classmethod
+    def scripted(cls, script: dict[str, list[str]], score=None) -> "FakeGenerator":
+        """`script[question]` lists, in order, what the "model" writes at each call for the conversation whose last
+        user turn is `question`."""
+        remaining = {question: list(texts) for question, texts in script.items()}
+        return cls(lambda conversation, prefix, n: [remaining[conversation[-1]["content"]].pop(0)] * n, score)
+
+    def generate(self, prompts, num_samples=1, max_new_tokens=256, *, assistant_prefixes=None, stop=None, **sampling):
+        from .scoring.scorer import Completion, GeneratedSamples, cut_at_stop
+
+        prefixes = assistant_prefixes or [""] * len(prompts)
+        self.requests += len(prompts)
+        outputs = []
+        for conversation, prefix in zip(prompts, prefixes, strict=True):
+            self.prefixes.append(prefix)
+            completions = []
+            for text in self.respond(conversation, prefix, num_samples):
+                truncated = text.endswith("...")
+                text, hit = cut_at_stop(text, stop)
+                finished = not truncated and hit is None
+                completions.append(Completion(text, [0] * len(text.split()), finished, stop=hit))
+            outputs.append(GeneratedSamples(conversation, completions))
+        return outputs
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def score(self, prompts, completions) -> list[float | None]:
+        if self._score is None:
+            raise AssertionError("this fake generator was given no scores")
+        return self._score(prompts, completions)

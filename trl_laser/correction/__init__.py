@@ -2,55 +2,69 @@
 revises when it judged itself wrong, and stops by itself; plus the cheap variant whose "revise or stop" decision is
 the LaSeR last-token score.
 
-- `format`: prompts and the trajectory format (data, overridable),
+- `format`: the trajectory format (data; each task carries its wording as `Task.correction`),
 - `rejection_sampling`: stage 1 data (sequential rejection sampling → a dataset for TRL's `SFTTrainer`),
-- `rewards`: answer checking and the stage-2 reward on the last answer of a trajectory,
-- `generation`: batched generation (transformers; vLLM when installed),
-- `loop`: `self_correct`, the verbal and the LaSeR loops,
+- `rewards`: the stage-2 reward on the last answer of a trajectory,
+- `loop`: `self_correct`, the verbal and the LaSeR loops (generation and scoring by `SelfRewardScorer`),
 - `evaluation`: the method's metrics and `evaluate_correction`.
 """
 
-from .evaluation import correction_metrics, evaluate_correction
-from .format import COMPARE_FORMAT, CORRECT, MATH_FORMAT, WRONG, Attempt, CorrectionFormat, default_format
-from .generation import Completion, Generator, TransformersGenerator, VLLMGenerator, load_generator
-from .loop import CorrectionResult, laser_score_fn, self_correct
-from .rejection_sampling import (
-    RejectionSamplingConfig,
-    assemble_trajectories,
-    run_rejection_sampling,
-    select_evaluations,
-    select_revisions,
-)
-from .rewards import answers_match, extract_answer, final_answer, is_correct, last_boxed, make_trajectory_reward
+import importlib
+from typing import TYPE_CHECKING
 
+
+# Imported on first use: tasks import `correction.format`, and the other modules import tasks.
+_EXPORTS = {
+    "CORRECT": "format",
+    "WRONG": "format",
+    "Attempt": "format",
+    "CorrectionFormat": "format",
+    "RejectionSamplingConfig": "rejection_sampling",
+    "assemble_trajectories": "rejection_sampling",
+    "run_rejection_sampling": "rejection_sampling",
+    "select_evaluations": "rejection_sampling",
+    "select_revisions": "rejection_sampling",
+    "final_answer": "rewards",
+    "make_trajectory_reward": "rewards",
+    "CorrectionResult": "loop",
+    "self_correct": "loop",
+    "correction_metrics": "evaluation",
+    "evaluate_correction": "evaluation",
+}
 
 __all__ = [
-    "COMPARE_FORMAT",
     "CORRECT",
-    "MATH_FORMAT",
     "WRONG",
     "Attempt",
-    "Completion",
     "CorrectionFormat",
     "CorrectionResult",
-    "Generator",
     "RejectionSamplingConfig",
-    "TransformersGenerator",
-    "VLLMGenerator",
-    "answers_match",
     "assemble_trajectories",
     "correction_metrics",
-    "default_format",
     "evaluate_correction",
-    "extract_answer",
     "final_answer",
-    "is_correct",
-    "laser_score_fn",
-    "last_boxed",
-    "load_generator",
     "make_trajectory_reward",
     "run_rejection_sampling",
     "select_evaluations",
     "select_revisions",
     "self_correct",
 ]
+
+if TYPE_CHECKING:
+    from .evaluation import correction_metrics, evaluate_correction
+    from .format import CORRECT, WRONG, Attempt, CorrectionFormat
+    from .loop import CorrectionResult, self_correct
+    from .rejection_sampling import (
+        RejectionSamplingConfig,
+        assemble_trajectories,
+        run_rejection_sampling,
+        select_evaluations,
+        select_revisions,
+    )
+    from .rewards import final_answer, make_trajectory_reward
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

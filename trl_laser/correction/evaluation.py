@@ -21,21 +21,20 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
-from .format import CORRECT, WRONG, CorrectionFormat, default_format
-from .loop import CorrectionResult, ScoreFn, laser_score_fn, self_correct
-from .rewards import answers_match
+from ..tasks.task import Task
+from ..training.self_reward import CORRECT_THRESHOLD
+from .format import CORRECT, WRONG
+from .loop import CorrectionResult, ScoreFn, self_correct
 
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def correction_metrics(results: Sequence[CorrectionResult], answers: Sequence[str], is_math: bool) -> dict:
+def correction_metrics(results: Sequence[CorrectionResult], answers: Sequence[str], task: Task) -> dict:
     """The metric dict over problems (fractions in [0, 1]; NaN where a class is empty)."""
-    turn1 = [
-        answers_match(r.answers[0] if r.answers else None, a, is_math) for r, a in zip(results, answers, strict=True)
-    ]
-    final = [answers_match(r.final_answer, a, is_math) for r, a in zip(results, answers, strict=True)]
+    turn1 = [task.answers_match(r.answers[0] if r.answers else None, a) for r, a in zip(results, answers, strict=True)]
+    final = [task.answers_match(r.final_answer, a) for r, a in zip(results, answers, strict=True)]
     first_verdicts = [r.verdicts[0] if r.verdicts else None for r in results]
     judged = [r.num_attempts > 1 or bool(r.verdicts) for r in results]
     n = len(results)
@@ -61,54 +60,35 @@ def correction_metrics(results: Sequence[CorrectionResult], answers: Sequence[st
 
 
 def evaluate_correction(
-    model_path: str,
+    generator,
     problems: list[str],
     answers: list[str],
+    task: Task,
     mode: str,
     max_attempts: int = 2,
-    threshold: float = 0.5,
+    threshold: float = CORRECT_THRESHOLD,
     output_dir: str | None = None,
     max_new_tokens: int = 256,
-    is_math: bool = True,
-    *,
-    fmt: CorrectionFormat | None = None,
-    token: str | None = None,
-    beta: float | None = None,
-    ref_constant: float | None = None,
     score_fn: ScoreFn | None = None,
-    generator=None,
-    batch_size: int = 16,
-    backend: str = "auto",
 ) -> dict:
     """Run a correction loop ("verbal" or "laser") greedily on `problems` and return `correction_metrics`.
 
-    With `output_dir`, writes `records.jsonl` (one line per problem: attempts, answers, verdicts, scores, token
-    counts, correctness) and `metrics.json` there.
-
-    Keyword-only extras: `fmt` (default `default_format(is_math)`); `token`, `beta`, `ref_constant` override the
-    model's LaSeR metadata for the LaSeR loop (needed for a model saved without it); `score_fn` and `generator`
-    replace the ones built from `model_path`.
+    `generator` is a loaded `SelfRewardScorer` (for the LaSeR loop, with its scoring recipe): the same model
+    generates and scores. `score_fn` replaces its `score`. With `output_dir`, writes `records.jsonl` (one line per
+    problem: attempts, answers, verdicts, scores, token counts, correctness) and `metrics.json` there.
     """
-    fmt = fmt or default_format(is_math)
-    if generator is None:
-        from .generation import load_generator
-
-        generator = load_generator(model_path, backend=backend, temperature=0.0, batch_size=batch_size)
-    if mode == "laser" and score_fn is None:
-        score_fn = laser_score_fn(model_path, token=token, beta=beta, ref_constant=ref_constant)
     start = time.perf_counter()
     results = self_correct(
         problems,
         generator,
+        task,
         mode=mode,
-        fmt=fmt,
         max_attempts=max_attempts,
         threshold=threshold,
         score_fn=score_fn,
-        is_math=is_math,
         max_new_tokens=max_new_tokens,
     )
-    metrics = correction_metrics(results, answers, is_math)
+    metrics = correction_metrics(results, answers, task)
     metrics.update(mode=mode, max_attempts=max_attempts, wall_seconds=round(time.perf_counter() - start, 1))
     if mode == "laser":
         metrics["threshold"] = threshold
@@ -117,9 +97,8 @@ def evaluate_correction(
         with open(os.path.join(output_dir, "records.jsonl"), "w") as f:
             for problem, answer, r in zip(problems, answers, results, strict=True):
                 record = {"problem": problem, "answer": answer, **asdict(r)}
-                record.pop("stopped")
-                record["turn1_correct"] = answers_match(r.answers[0] if r.answers else None, answer, is_math)
-                record["final_correct"] = answers_match(r.final_answer, answer, is_math)
+                record["turn1_correct"] = task.answers_match(r.answers[0] if r.answers else None, answer)
+                record["final_correct"] = task.answers_match(r.final_answer, answer)
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
         with open(os.path.join(output_dir, "metrics.json"), "w") as f:
             json.dump(metrics, f, indent=2)

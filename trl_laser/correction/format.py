@@ -1,4 +1,4 @@
-"""The prompts and the trajectory format of self-rewarding correction, as data.
+"""The trajectory format of self-rewarding correction, as data.
 
 A *trajectory* is ONE assistant message in which the model solves, judges itself, and revises:
 
@@ -15,15 +15,13 @@ emits EOS after a "correct" verdict), lets GRPO train it like any single-turn co
 answer), and lets the inference loops cut it into attempts with plain stop strings.
 
 The base model does not know this format, so sequential rejection sampling elicits the pieces with separate user
-turns (`solve_template`, `verify_prompt`, `revise_prompt`) and `assemble_trajectory` glues the kept pieces together.
+turns (the task's own prompt, then `verify_prompt`, `revise_prompt`) and `assemble` glues the kept pieces together.
 
-Everything here is overridable: build your own `CorrectionFormat(...)` (or `dataclasses.replace(MATH_FORMAT, ...)`)
-and pass it to the data, training and inference functions. The same format object must be used at every stage.
+A format is part of a task (`Task.correction`), so data generation, training and inference use the same one.
+Everything here is overridable: `dataclasses.replace(task, correction=CorrectionFormat(...))`.
 """
 
-from dataclasses import dataclass, field
-
-from ..tasks.compare import COMPARE_FEW_SHOT
+from dataclasses import dataclass
 
 
 CORRECT = "correct"
@@ -35,10 +33,6 @@ class CorrectionFormat:
     """Templates of the self-rewarding correction system.
 
     Args:
-        solve_template: the user turn that poses a problem; `{problem}` is replaced by the problem text.
-        few_shot: chat messages placed before the problem (worked examples), e.g. to teach a small model the answer
-            format. They are part of every prompt: data generation, training and inference.
-        system_prompt: an optional system message (None keeps the chat template's default).
         verify_prompt: user turn asking the model to judge its previous answer (data generation only).
         revise_prompt: user turn asking for a revision after a "wrong" verdict (data generation only).
         evaluation_start: text that sampled self-evaluations are made to begin with (data generation only; it stays in
@@ -51,12 +45,10 @@ class CorrectionFormat:
         revision_prefix: joins a "wrong" verdict and the revision that follows it.
         separator: placed between a prefix and the piece that follows it. Prefixes end without a space because a
             prompt that ends in a space tokenizes differently from the same text continued by the model.
-        name: a label for logs and saved statistics.
+
+    The defaults are the method's wording for math problems with `\\boxed{}` answers.
     """
 
-    solve_template: str = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
-    few_shot: tuple[dict, ...] = ()
-    system_prompt: str | None = None
     verify_prompt: str = (
         "Perform a self-evaluation: check step by step whether your answer above is correct. End with exactly one "
         "line, either `[VERIFY] correct.` or `[VERIFY] wrong.`"
@@ -71,16 +63,8 @@ class CorrectionFormat:
     evaluation_prefix: str = "\n\nSelf-evaluation:"
     revision_prefix: str = "\n\nRevision:"
     separator: str = " "
-    name: str = field(default="math", compare=False)
 
     # -- prompts ---------------------------------------------------------------------------------------------------
-    def build_prompt(self, problem: str) -> list[dict]:
-        """The conversation that poses `problem` (system message, worked examples, then the question)."""
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt is not None else []
-        messages += [dict(message) for message in self.few_shot]
-        messages.append({"role": "user", "content": self.solve_template.format(problem=problem)})
-        return messages
-
     def verify_turn(self, prompt: list[dict], attempt: str) -> list[dict]:
         """Conversation that elicits a self-evaluation of `attempt` (stage-1 data generation)."""
         return [*prompt, {"role": "assistant", "content": attempt}, {"role": "user", "content": self.verify_prompt}]
@@ -192,24 +176,3 @@ def _strip_cue(text: str, cue: str) -> str:
     text = text.strip()
     cue = cue.strip()
     return text[len(cue) :].strip() if cue and text.startswith(cue) else text
-
-
-MATH_FORMAT = CorrectionFormat()
-"""Math problems with `\\boxed{}` answers, in the wording of the method (answers checked with math-verify)."""
-
-COMPARE_FORMAT = CorrectionFormat(
-    solve_template="{problem}",
-    few_shot=tuple(COMPARE_FEW_SHOT),
-    verify_prompt="Was your answer wrong? Reply `[VERIFY] wrong.` or `[VERIFY] correct.`",
-    revise_prompt="Your answer is wrong. Answer again with just the larger number.",
-    # Measured with SmolLM2-135M-Instruct at temperature 1: without a forced start it writes almost no verdict; with
-    # "[VERIFY]" forced about a third of its evaluations hold exactly one, of both kinds.
-    evaluation_start="[VERIFY]",
-    name="compare",
-)
-"""The built-in "which is larger" task: bare-number answers (checked exactly), the task's own worked example."""
-
-
-def default_format(is_math: bool) -> CorrectionFormat:
-    """`MATH_FORMAT` for math datasets, `COMPARE_FORMAT` for the built-in task."""
-    return MATH_FORMAT if is_math else COMPARE_FORMAT

@@ -23,18 +23,20 @@ interrupted run resumes where it stopped without regenerating or duplicating any
 """
 
 import json
-import logging
 import os
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from accelerate import PartialState
+from accelerate.logging import get_logger
+
+from ..scoring.scorer import Completion
+from ..tasks.task import Task
 from .format import CORRECT, WRONG, CorrectionFormat
-from .generation import Completion, Generator
-from .rewards import is_correct
 
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 TRAJECTORY_TYPES = ("D1", "D2", "D3")
 TRAJECTORIES_FILE = "trajectories.jsonl"
@@ -46,35 +48,35 @@ DATASET_DIR = "dataset"
 
 @dataclass
 class RejectionSamplingConfig:
-    """Sampling budget of stage 1 (the method's values in brackets: 50 / 8 / 8 / 4, up to 3 rows per problem).
+    """Sampling budget and settings of stage 1 (the method's budget: 50 attempts, 8 evaluations, 8 / 4 revisions, up
+    to 3 rows per problem)."""
 
-    Args:
-        num_attempts: first attempts sampled per problem.
-        num_evaluations: self-evaluations sampled per first attempt.
-        num_revisions_wrong: revisions sampled per wrong first attempt that has a kept "wrong" evaluation.
-        num_revisions_correct: revisions sampled per correct first attempt (0 disables D2).
-        max_per_type: at most this many trajectories of each type per problem.
-        max_new_tokens: token limit of attempts and revisions.
-        evaluation_max_new_tokens: token limit of self-evaluations.
-        problems_per_batch: problems generated together (and committed to disk together).
-    """
-
-    num_attempts: int = 8
-    num_evaluations: int = 4
-    num_revisions_wrong: int = 4
-    num_revisions_correct: int = 2
-    max_per_type: int = 1
-    max_new_tokens: int = 256
-    evaluation_max_new_tokens: int = 128
-    problems_per_batch: int = 8
+    num_attempts: int = field(default=8, metadata={"help": "First attempts sampled per problem."})
+    num_evaluations: int = field(default=4, metadata={"help": "Self-evaluations sampled per first attempt."})
+    num_revisions_wrong: int = field(
+        default=4, metadata={"help": "Revisions sampled per wrong first attempt that has a kept 'wrong' evaluation."}
+    )
+    num_revisions_correct: int = field(
+        default=2, metadata={"help": "Revisions sampled per correct first attempt (0 disables D2)."}
+    )
+    max_per_type: int = field(default=1, metadata={"help": "Trajectories per problem and type (D1 / D2 / D3)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Token limit of attempts and revisions."})
+    evaluation_max_new_tokens: int = field(default=128, metadata={"help": "Token limit of self-evaluations."})
+    problems_per_batch: int = field(
+        default=8, metadata={"help": "Problems sampled together (and committed to disk together)."}
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    batch_size: int = field(default=32, metadata={"help": "Sequences per generation call."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
 
 
 # -- selection rules (pure) --------------------------------------------------------------------------------------------
 
 
-def label_attempts(attempts: list[Completion], answer: str, is_math: bool) -> list[bool | None]:
+def label_attempts(attempts: list[Completion], answer: str, task: Task) -> list[bool | None]:
     """Verifier label of each first attempt; None for an attempt cut by the token limit (it is not used)."""
-    return [is_correct(a.text, answer, is_math) if a.finished else None for a in attempts]
+    return [task.is_correct(a.text, answer) if a.finished else None for a in attempts]
 
 
 def select_evaluations(
@@ -103,19 +105,17 @@ def select_evaluations(
     return kept
 
 
-def select_revisions(
-    revisions: list[Completion], answer: str, is_math: bool, fmt: CorrectionFormat, stats: Counter | None = None
-) -> list[str]:
+def select_revisions(revisions: list[Completion], answer: str, task: Task, stats: Counter | None = None) -> list[str]:
     """Keep the finished revisions whose answer is correct and that do not themselves contain a verdict."""
     stats = stats if stats is not None else Counter()
     kept = []
     for revision in revisions:
         if not revision.finished:
             stats["revision_truncated"] += 1
-        elif fmt.find_verdicts(revision.text):
+        elif task.correction.find_verdicts(revision.text):
             # A verdict inside a revision would make the assembled trajectory ambiguous to parse.
             stats["revision_has_verdict"] += 1
-        elif not is_correct(revision.text, answer, is_math):
+        elif not task.is_correct(revision.text, answer):
             stats["revision_incorrect"] += 1
         else:
             stats["revision_kept"] += 1
@@ -191,20 +191,25 @@ def assemble_trajectories(
 
 
 def sample_batch(
-    problems: list[dict], generator: Generator, fmt: CorrectionFormat, config: RejectionSamplingConfig, is_math: bool
+    problems: list[dict], generator, task: Task, config: RejectionSamplingConfig
 ) -> tuple[list[list[dict]], list[Counter]]:
     """Run the three sampling steps for a batch of problems; return each problem's rows and statistics.
 
     Every step is ONE batched `generate` call over all problems of the batch.
     """
-    prompts = [fmt.build_prompt(p["problem"]) for p in problems]
+    fmt = task.correction
+    sampling = {"temperature": config.temperature, "top_p": config.top_p, "batch_size": config.batch_size}
+    prompts = [task.build_prompt(p["problem"]) for p in problems]
     stats = [Counter(problems=1) for _ in problems]
 
     # 1. first attempts, labelled by the verifier
-    attempts = generator.generate(prompts, num_samples=config.num_attempts, max_new_tokens=config.max_new_tokens)
+    attempts = generator.generate(
+        prompts, num_samples=config.num_attempts, max_new_tokens=config.max_new_tokens, **sampling
+    )
     pieces = []
-    for p, outs, s in zip(problems, attempts, stats, strict=True):
-        labels = label_attempts(outs, p["answer"], is_math)
+    for p, samples, s in zip(problems, attempts, stats, strict=True):
+        outs = samples.completions
+        labels = label_attempts(outs, p["answer"], task)
         s["attempt_truncated"] += labels.count(None)
         s["attempt_correct"] += labels.count(True)
         s["attempt_incorrect"] += labels.count(False)
@@ -216,14 +221,15 @@ def sample_batch(
         conversations = [fmt.verify_turn(prompts[i], pieces[i][j].text) for i, j in index]
         outputs = generator.generate(
             conversations,
-            assistant_prefixes=[fmt.evaluation_start] * len(conversations),
             num_samples=config.num_evaluations,
             max_new_tokens=config.evaluation_max_new_tokens,
+            assistant_prefixes=[fmt.evaluation_start] * len(conversations),
+            **sampling,
         )
-        for (i, j), outs in zip(index, outputs, strict=True):
-            for out in outs:
+        for (i, j), samples in zip(index, outputs, strict=True):
+            for out in samples.completions:
                 out.text = fmt.evaluation_start + out.text
-            pieces[i][j].evaluations = select_evaluations(outs, pieces[i][j].correct, fmt, stats[i])
+            pieces[i][j].evaluations = select_evaluations(samples.completions, pieces[i][j].correct, fmt, stats[i])
 
     # 3. revisions: of wrong attempts after their kept "wrong" evaluation, of correct ones after a forced "wrong"
     requests = []
@@ -236,9 +242,11 @@ def sample_batch(
     for num_samples in sorted({r[3] for r in requests}):
         group = [r for r in requests if r[3] == num_samples]
         conversations = [fmt.revise_turn(prompts[i], pieces[i][j].text, evaluation) for i, j, evaluation, _ in group]
-        outputs = generator.generate(conversations, num_samples=num_samples, max_new_tokens=config.max_new_tokens)
-        for (i, j, _, _), outs in zip(group, outputs, strict=True):
-            pieces[i][j].revisions = select_revisions(outs, problems[i]["answer"], is_math, fmt, stats[i])
+        outputs = generator.generate(
+            conversations, num_samples=num_samples, max_new_tokens=config.max_new_tokens, **sampling
+        )
+        for (i, j, _, _), samples in zip(group, outputs, strict=True):
+            pieces[i][j].revisions = select_revisions(samples.completions, problems[i]["answer"], task, stats[i])
 
     # 4. assembly
     rows = []
@@ -307,28 +315,30 @@ def summarize(output_dir: str) -> dict:
 
 
 def run_rejection_sampling(
-    problems: list[dict],
-    generator: Generator,
+    problems,
+    generator,
     output_dir: str,
-    fmt: CorrectionFormat,
+    task: Task,
     config: RejectionSamplingConfig | None = None,
-    is_math: bool = True,
     save_dataset: bool = True,
 ) -> dict:
-    """Sequential rejection sampling over `problems` (dicts with `problem_id`, `problem`, `answer`).
+    """Sequential rejection sampling over `problems` (rows with `problem_id`, `problem`, `answer`, e.g. from
+    `load_problems`) with `generator` (a `SelfRewardScorer`), posed and checked by `task`.
 
     Writes to `output_dir`: `trajectories.jsonl` (kept rows), `problems.jsonl` (one line per finished problem with its
     statistics), `stats.json`, `config.json`, and with `save_dataset` a `datasets` copy under `dataset/` whose
     `messages` column is ready for TRL's `SFTTrainer`. Problems already in `problems.jsonl` are skipped, so rerunning
     the same command after an interruption continues the run. Returns the statistics.
     """
+    PartialState()  # accelerate's logger needs its state, also outside `accelerate launch`
     config = config or RejectionSamplingConfig()
     os.makedirs(output_dir, exist_ok=True)
+    problems = list(problems)
     ids = [str(p["problem_id"]) for p in problems]
     if len(set(ids)) != len(ids):
         raise ValueError("problem_id values must be unique: they are the resume keys.")
     config_path = os.path.join(output_dir, CONFIG_FILE)
-    settings = {"sampling": asdict(config), "format": fmt.name, "is_math": is_math}
+    settings = {"sampling": asdict(config), "task": task.name}
     if os.path.isfile(config_path):
         with open(config_path) as f:
             previous = json.load(f)
@@ -337,13 +347,16 @@ def run_rejection_sampling(
     with open(config_path, "w") as f:
         json.dump(settings, f, indent=2)
 
+    from transformers import set_seed
+
+    set_seed(config.seed)
     done = load_progress(output_dir)
     todo = [dict(p, problem_id=str(p["problem_id"])) for p in problems if str(p["problem_id"]) not in done]
     if done:
         logger.info("Resuming: %d problems done, %d to go.", len(problems) - len(todo), len(todo))
     for begin in range(0, len(todo), config.problems_per_batch):
         batch = todo[begin : begin + config.problems_per_batch]
-        rows, stats = sample_batch(batch, generator, fmt, config, is_math)
+        rows, stats = sample_batch(batch, generator, task, config)
         # Rows first, progress second: a crash in between leaves rows that `load_progress` drops on restart.
         _append_jsonl(
             os.path.join(output_dir, TRAJECTORIES_FILE), (row for problem_rows in rows for row in problem_rows)

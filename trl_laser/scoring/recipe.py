@@ -2,8 +2,8 @@
 
 A LaSeR checkpoint directory holds `self_reward_config.json` beside `config.json`:
 
-    {"token": "<repo_name>", "token_id": 4, "beta": 0.1, "ref_constant": -20.1, "ref_constant_std": 1.4,
-     "use_ref_model": false, "reference_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "format_version": 1}
+    {"token": "<repo_name>", "beta": 0.1, "ref_constant": -20.1, "token_id": 4, "use_ref_model": false,
+     "ref_constant_std": 1.4, "reference_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "format_version": 1}
 
 With it, r_s = beta · (log π(token | x, y) − ref_constant) can be computed from the checkpoint alone. When
 `use_ref_model` is true the model was trained against the reference model's real log-probs (`reference_model`);
@@ -12,8 +12,13 @@ the constant is still stored and is what scoring uses unless a reference model i
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
+from accelerate import PartialState
+from accelerate.logging import get_logger
+
+
+logger = get_logger(__name__)
 
 SELF_REWARD_CONFIG_NAME = "self_reward_config.json"
 FORMAT_VERSION = 1
@@ -21,12 +26,16 @@ FORMAT_VERSION = 1
 
 @dataclass
 class SelfRewardConfig:
-    """The scoring recipe of a LaSeR model: r_s = beta · (log π(token | x, y) − ref_constant)."""
+    """The scoring recipe of a LaSeR model: r_s = beta · (log π(token | x, y) − ref_constant).
 
-    token: str
-    token_id: int
+    One object carries it through the scorer, the evaluation, the correction loop and the command line. `token` is a
+    token string (or id); `token_id` is filled in when the scorer resolves the token against a tokenizer.
+    """
+
+    token: str | int
     beta: float
     ref_constant: float
+    token_id: int | None = None
     use_ref_model: bool = False
     ref_constant_std: float | None = None
     reference_model: str | None = None
@@ -59,3 +68,35 @@ def load_self_reward_config(path: str) -> SelfRewardConfig:
     if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
         raise ValueError(f"{file} has format_version {data['format_version']}; upgrade trl-laser to read it.")
     return SelfRewardConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def resolve_self_reward_config(
+    path: str | None, token: str | int | None = None, beta: float | None = None, ref_constant: float | None = None
+) -> SelfRewardConfig:
+    """The recipe saved with the model at `path` (if any), with the given values replacing the saved ones.
+
+    Raises a ValueError naming the options to pass when a value is neither given nor saved.
+    """
+    if path is not None and os.path.isfile(os.path.join(path, SELF_REWARD_CONFIG_NAME)):
+        saved = load_self_reward_config(path)
+        if saved.use_ref_model and ref_constant is None:
+            PartialState()  # accelerate's logger needs its state, also outside `accelerate launch`
+            logger.warning(
+                f"{path} was trained against the reference model's real log-probs; scoring uses the stored constant "
+                f"c_ref = {saved.ref_constant}."
+            )
+        given = {"beta": beta, "ref_constant": ref_constant}
+        overrides = {name: float(value) for name, value in given.items() if value is not None}
+        if token is not None:  # another token: its id is resolved again
+            overrides.update(token=token, token_id=None)
+        return replace(saved, **overrides)
+    given = {"token": token, "beta": beta, "ref_constant": ref_constant}
+    missing = [name for name, value in given.items() if value is None]
+    if missing:
+        where = f"{path!r} has no {SELF_REWARD_CONFIG_NAME}" if path else "the model has no LaSeR metadata"
+        raise ValueError(
+            f"Cannot score: {where} and {', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not given. Use a "
+            "checkpoint saved by LaSeRGRPOTrainer, or give the recipe (command line: --self-reward-token, "
+            "--self-reward-beta, --self-reward-ref-constant); measure the constant with `trl-laser estimate-constant`."
+        )
+    return SelfRewardConfig(token=token, beta=float(beta), ref_constant=float(ref_constant))

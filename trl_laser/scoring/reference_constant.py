@@ -39,10 +39,11 @@ def estimate_reference_constant(
     token and are left out (counted in `num_unfinished`). The log-prob is read with one extra decode step per
     completion, exactly as the trainer and the scorer read it.
     """
+    from .recipe import SelfRewardConfig
     from .scorer import SelfRewardScorer  # the scorer reads log π(z_c) during generation
 
     # With beta = 1 and c_ref = 0 the score r_s is log π(z_c | x, y) itself. The scorer validates (or picks) the token.
-    scorer = SelfRewardScorer(model, tokenizer, token=token, beta=1.0, ref_constant=0.0)
+    scorer = SelfRewardScorer(model, tokenizer, SelfRewardConfig(token=token, beta=1.0, ref_constant=0.0))
     samples = scorer.generate(
         prompts,
         num_samples=num_samples,
@@ -61,5 +62,4 @@ def estimate_reference_constant(
         )
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return ReferenceConstant(mean, std, len(values), total - len(values), scorer.token, scorer.token_id)
-
+    return ReferenceConstant(mean, std, len(values), total - len(values), scorer.config.token, scorer.config.token_id)

@@ -1,4 +1,4 @@
-"""Self-reward at inference: sample completions and read each one's LaSeR score for the cost of one token.
+"""Generation with self-reward: sample completions, each carrying its LaSeR score for the cost of one token.
 
     r_s(x, y) = β · (log π(z_c | x, y) − c_ref)
 
@@ -15,76 +15,122 @@ authors' evaluation does for every completion); both paths give the same numbers
 With vLLM (optional, GPU), completions are sampled with vLLM and each finished one is scored by a one-token request
 on prompt + completion: with prefix caching the prefix's KV blocks are reused, so only the last partial block is
 recomputed (at most `block_size` tokens, 16 by default) plus one decode step, instead of a full prefill.
+
+The scorer is also the generator of the self-correction pipeline (assistant-turn prefixes, stop strings): one loaded
+model, one EOS set, one way to cut a completion.
 """
 
-import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+from accelerate import PartialState
+from accelerate.logging import get_logger
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from ..training.self_reward import self_reward_score
 from .readout import backbone, causal_lm, token_log_probs
-from .recipe import SELF_REWARD_CONFIG_NAME, load_self_reward_config
+from .recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
 
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 Prompt = str | list[dict]
 
 
 @dataclass
-class GeneratedSamples:
-    """The samples of one prompt.
+class Completion:
+    """One sampled completion.
 
     Attributes:
-        prompt: the prompt as given.
-        texts: decoded completions (special tokens and the final EOS left out).
-        token_ids: generated ids, up to and including the first EOS (all of them for truncated completions).
-        scores: r_s per completion; None for completions that hit the length limit (no last token, no score).
-        finished: whether each completion ended with EOS.
+        text: the decoded text (special tokens left out); when a stop string ended it, it ends with that string.
+        token_ids: generated ids: up to and including the EOS when `finished`, up to the stop string when `stop`,
+            all of them when the completion hit the length limit.
+        finished: whether the completion ended with EOS.
+        score: r_s; None when the completion did not finish (no last token, no score) or the scorer has no recipe.
+        stop: the stop string that ended the completion, if any.
     """
+
+    text: str
+    token_ids: list[int]
+    finished: bool
+    score: float | None = None
+    stop: str | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass
+class GeneratedSamples:
+    """The completions of one prompt, with per-field views (`texts`, `scores`, ...) for evaluation."""
 
     prompt: Prompt
-    texts: list[str]
-    token_ids: list[list[int]]
-    scores: list[float | None]
-    finished: list[bool]
+    completions: list[Completion]
+
+    @property
+    def texts(self) -> list[str]:
+        return [c.text for c in self.completions]
+
+    @property
+    def token_ids(self) -> list[list[int]]:
+        return [c.token_ids for c in self.completions]
+
+    @property
+    def scores(self) -> list[float | None]:
+        return [c.score for c in self.completions]
+
+    @property
+    def finished(self) -> list[bool]:
+        return [c.finished for c in self.completions]
 
 
-def resolve_scoring_recipe(
-    path: str | None, token: str | int | None = None, beta: float | None = None, ref_constant: float | None = None
-) -> tuple[str | int, float, float]:
-    """(token, β, c_ref) from explicit values, falling back on the LaSeR metadata saved in `path`.
+def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """The ids that end a completion: the tokenizer's EOS first (it is appended when scoring text that has none),
+    then those of the generation config (TRL's rule)."""
+    ids = getattr(generation_config, "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    ids = list(dict.fromkeys(i for i in [tokenizer.eos_token_id, *ids] if i is not None))
+    if not ids:
+        raise ValueError("Neither the tokenizer nor the generation config defines an EOS token.")
+    return ids
 
-    Raises a ValueError naming what to pass when a value is neither given nor stored.
-    """
-    metadata = None
-    explicit = token is not None and beta is not None and ref_constant is not None
-    if not explicit and path is not None and os.path.isfile(os.path.join(path, SELF_REWARD_CONFIG_NAME)):
-        metadata = load_self_reward_config(path)
-        if metadata.use_ref_model:
-            logger.warning(
-                f"{path} was trained against the reference model's real log-probs; scoring uses the stored constant "
-                f"c_ref = {metadata.ref_constant}."
-            )
-    if metadata is not None:
-        token = metadata.token_id if token is None else token
-        beta = metadata.beta if beta is None else beta
-        ref_constant = metadata.ref_constant if ref_constant is None else ref_constant
-    missing = [
-        name for name, value in (("token", token), ("beta", beta), ("ref_constant", ref_constant)) if value is None
-    ]
-    if missing:
-        where = f"{path!r} has no {SELF_REWARD_CONFIG_NAME}" if path else "the model has no LaSeR metadata"
-        raise ValueError(
-            f"Cannot score: {where} and {', '.join(missing)} {'was' if len(missing) == 1 else 'were'} not given. Use a "
-            "checkpoint saved by LaSeRGRPOTrainer, or pass token=, beta= and ref_constant= (command line: --token, "
-            "--beta, --ref-constant); measure the constant with `trl-laser estimate-constant`."
-        )
-    return token, float(beta), float(ref_constant)
+
+def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, str | None]:
+    """Cut `text` right after the earliest stop string it contains; return the text and that stop string."""
+    best = None
+    for string in stop or ():
+        index = text.find(string)
+        if index != -1 and (best is None or index < best[0]):
+            best = (index, string)
+    if best is None:
+        return text, None
+    return text[: best[0] + len(best[1])], best[1]
+
+
+def load_pretrained(path: str, backend: str = "transformers", **model_kwargs):
+    """The model and tokenizer at `path`: a transformers causal LM (float32 on CPU, the checkpoint's dtype on a GPU,
+    in eval mode) or, with `backend="vllm"`, a `vllm.LLM` with prefix caching. `model_kwargs` go to the loader."""
+    if backend == "vllm":
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ImportError("backend='vllm' needs vLLM: `pip install trl-laser[vllm]` (GPU only).") from None
+        llm = LLM(model=path, enable_prefix_caching=True, **model_kwargs)
+        return llm, llm.get_tokenizer()
+    if backend != "transformers":
+        raise ValueError(f"backend must be 'transformers' or 'vllm', not {backend!r}.")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model_kwargs.setdefault("dtype", "auto" if torch.cuda.is_available() else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+    if torch.cuda.is_available() and "device_map" not in model_kwargs:
+        model = model.to("cuda")
+    return model.eval(), tokenizer
 
 
 def _is_vllm(model) -> bool:
@@ -123,7 +169,7 @@ class _AfterEosRecorder(LogitsProcessor):
         self.prompt_width = prompt_width
         self.hidden: torch.Tensor | None = None
         self.log_probs = torch.full((batch_size,), float("nan"), device=device)
-        self.done = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        self.recorded = torch.zeros(batch_size, dtype=torch.bool, device=device)
 
     def capture(self, module, args, output):
         hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
@@ -131,14 +177,14 @@ class _AfterEosRecorder(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] > self.prompt_width:  # the prefill's input is the prompt: nothing generated yet
-            # With pad == EOS, finished rows keep feeding EOS; `done` keeps only the first.
-            self.record(torch.isin(input_ids[:, -1], self.eos_ids) & ~self.done)
+            # With pad == EOS, finished rows keep feeding EOS; `recorded` keeps only the first.
+            self.record(torch.isin(input_ids[:, -1], self.eos_ids) & ~self.recorded)
         return scores
 
     def record(self, rows: torch.Tensor) -> None:
         if rows.any():
             self.log_probs[rows] = token_log_probs(self.model, self.hidden[rows], self.token_id)
-            self.done |= rows
+            self.recorded |= rows
 
 
 class SelfRewardScorer:
@@ -147,110 +193,97 @@ class SelfRewardScorer:
     Args:
         model: a causal LM (transformers, optionally PEFT-wrapped), or a `vllm.LLM`.
         tokenizer: its tokenizer; string prompts become one user turn of its chat template (plain text without one).
-        token: the self-reward token z_c (string or id). β (`beta`) and c_ref (`ref_constant`) complete the recipe.
-            Any of the three left as None is read from the LaSeR metadata next to the model's weights
-            (`self_reward_config.json` in `model.name_or_path`); an error says what to pass when there is none.
+        config: the scoring recipe (token z_c, β, c_ref). None reads the LaSeR metadata saved next to the model's
+            weights (`self_reward_config.json` in `model.name_or_path`); without either, the scorer generates
+            without scores and `score` raises.
     """
 
-    def __init__(
-        self,
-        model,
-        tokenizer,
-        token: str | int | None = None,
-        beta: float | None = None,
-        ref_constant: float | None = None,
-    ):
+    def __init__(self, model, tokenizer, config: SelfRewardConfig | None = None):
+        PartialState()  # accelerate's logger needs its state, also outside `accelerate launch`
         self.model = model
         self.tokenizer = tokenizer
         self.is_vllm = _is_vllm(model)
-        path = getattr(model, "name_or_path", None) if not self.is_vllm else None
-        token, self.beta, self.ref_constant = resolve_scoring_recipe(
-            path if isinstance(path, str) and os.path.isdir(path) else None, token, beta, ref_constant
-        )
-        self.eos_ids = self._eos_ids()
-        self.token, self.token_id = self._resolve_token(token)
+        self.eos_ids = eos_token_ids(tokenizer, None if self.is_vllm else model.generation_config)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        path = None if self.is_vllm else getattr(model, "name_or_path", None)
+        if config is None and isinstance(path, str) and os.path.isfile(os.path.join(path, SELF_REWARD_CONFIG_NAME)):
+            config = load_self_reward_config(path)
+        self.config = None if config is None else self._resolve_token(config)
+        if self.config is None:
+            logger.info("No scoring recipe (self_reward_config.json) for this model: completions come without scores.")
 
     @classmethod
     def from_pretrained(
-        cls,
-        path: str,
-        token: str | int | None = None,
-        beta: float | None = None,
-        ref_constant: float | None = None,
-        backend: str = "transformers",
-        **model_kwargs,
+        cls, path: str, config: SelfRewardConfig | None = None, backend: str = "transformers", **model_kwargs
     ) -> "SelfRewardScorer":
-        """Load a model and its scoring recipe (token, β, c_ref from `self_reward_config.json`, or the arguments).
-
-        `backend="vllm"` loads a `vllm.LLM` (prefix caching on) instead; `model_kwargs` go to the loader.
-        """
-        token, beta, ref_constant = resolve_scoring_recipe(path, token, beta, ref_constant)  # fail before loading
-        if backend == "vllm":
-            try:
-                from vllm import LLM
-            except ImportError:
-                raise ImportError("backend='vllm' needs vLLM: `pip install trl-laser[vllm]` (GPU only).") from None
-            llm = LLM(model=path, enable_prefix_caching=True, **model_kwargs)
-            return cls(llm, llm.get_tokenizer(), token=token, beta=beta, ref_constant=ref_constant)
-        if backend != "transformers":
-            raise ValueError(f"backend must be 'transformers' or 'vllm', not {backend!r}.")
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model_kwargs.setdefault("dtype", "auto" if torch.cuda.is_available() else torch.float32)
-        model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
-        if torch.cuda.is_available() and "device_map" not in model_kwargs:
-            model = model.to("cuda")
-        return cls(model.eval(), tokenizer, token=token, beta=beta, ref_constant=ref_constant)
+        """Load the model at `path` (see `load_pretrained`) with its scoring recipe: `config`, else the LaSeR
+        metadata saved with the model."""
+        model, tokenizer = load_pretrained(path, backend, **model_kwargs)
+        if config is None and backend == "vllm" and os.path.isfile(os.path.join(path, SELF_REWARD_CONFIG_NAME)):
+            config = load_self_reward_config(path)
+        return cls(model, tokenizer, config)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Setup helpers
 
-    def _eos_ids(self) -> list[int]:
-        config = self.model.generation_config if not self.is_vllm else None
-        ids = getattr(config, "eos_token_id", None)
-        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-        # The tokenizer's EOS first: it is the token appended when scoring text that has none.
-        ids = [self.tokenizer.eos_token_id, *ids]
-        ids = list(dict.fromkeys(i for i in ids if i is not None))
-        if not ids:
-            raise ValueError("Neither the tokenizer nor the generation config defines an EOS token.")
-        return ids
-
-    def _resolve_token(self, token: str | int) -> tuple[str, int]:
+    def _resolve_token(self, config: SelfRewardConfig) -> SelfRewardConfig:
+        """The recipe with its token validated against this tokenizer and model, and its id filled in."""
+        token = config.token_id if config.token_id is not None else config.token
         if not self.is_vllm:
             from .token import resolve_self_reward_token
 
-            return resolve_self_reward_token(self.tokenizer, causal_lm(self.model), token, eos_token_ids=self.eos_ids)
-        if isinstance(token, str) and not token.lstrip("-").isdigit():
+            string, token_id = resolve_self_reward_token(
+                self.tokenizer, causal_lm(self.model), token, eos_token_ids=self.eos_ids
+            )
+        elif isinstance(token, str) and not token.lstrip("-").isdigit():
             if token not in self.tokenizer.get_vocab():
                 raise ValueError(f"The self-reward token {token!r} is not a token of this tokenizer.")
-            return token, self.tokenizer.convert_tokens_to_ids(token)
-        return self.tokenizer.convert_ids_to_tokens(int(token)), int(token)
+            string, token_id = token, self.tokenizer.convert_tokens_to_ids(token)
+        else:
+            string, token_id = self.tokenizer.convert_ids_to_tokens(int(token)), int(token)
+        return replace(config, token=string, token_id=token_id)
 
-    def encode_prompt(self, prompt: Prompt) -> list[int]:
+    def _require_config(self) -> SelfRewardConfig:
+        if self.config is None:
+            raise ValueError(
+                "This scorer has no scoring recipe: the model has no self_reward_config.json. Pass "
+                "`config=SelfRewardConfig(token=..., beta=..., ref_constant=...)` (see `trl-laser estimate-constant`)."
+            )
+        return self.config
+
+    def encode_prompt(self, prompt: Prompt, assistant_prefix: str = "") -> list[int]:
         """Token ids of a prompt: chat messages (or a string, as one user turn) through the chat template with the
-        assistant turn opened; a plain string as is when the tokenizer has no chat template."""
+        assistant turn opened, followed by `assistant_prefix` (text the assistant has already written); a plain
+        string as is when the tokenizer has no chat template."""
         if isinstance(prompt, str) and getattr(self.tokenizer, "chat_template", None) is None:
-            return self.tokenizer(prompt)["input_ids"]
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            text = prompt
+        else:
+            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # The prefix is tokenized together with the rendered prompt, as the whole text is in training.
+        return self.tokenizer(text + assistant_prefix, add_special_tokens=False)["input_ids"]
 
-    def to_score(self, log_prob: float) -> float:
-        """r_s = β · (log π(z_c | x, y) − c_ref)."""
-        return self.beta * (log_prob - self.ref_constant)
+    def count_tokens(self, text: str) -> int:
+        """How many tokens `text` takes (for cost accounting)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _split(self, ids: list[int]) -> tuple[list[int], bool]:
-        """Cut generated ids after the first EOS; whether there was one."""
+    def cut_at_eos(self, ids: list[int]) -> tuple[list[int], bool]:
+        """Generated ids up to and including the first EOS, and whether there was one."""
         for position, token in enumerate(ids):
             if token in self.eos_ids:
                 return ids[: position + 1], True
         return ids, False
 
-    def _decode(self, ids: list[int], finished: bool) -> str:
-        return self.tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True)
+    def _completion(self, ids: list[int], stop: Sequence[str] | None) -> Completion:
+        ids, finished = self.cut_at_eos(ids)
+        text = self.tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=True)
+        text, hit = cut_at_stop(text, stop)
+        if hit is not None:
+            # A stop string ended the row; what follows it is padding (which is EOS when pad == EOS).
+            finished = False
+            while ids and (ids[-1] == self.pad_id or ids[-1] in self.eos_ids):
+                ids = ids[:-1]
+        return Completion(text=text, token_ids=ids, finished=finished, stop=hit)
 
     # ----------------------------------------------------------------------------------------------------------------
     # Scoring existing completions
@@ -264,6 +297,7 @@ class SelfRewardScorer:
         unless they already end with one). One batched forward over prompt + completion per batch; only the last
         position's hidden state goes through the LM head.
         """
+        config = self._require_config()
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions.")
         sequences = []
@@ -275,12 +309,14 @@ class SelfRewardScorer:
             if not ids or ids[-1] not in self.eos_ids:
                 ids = [*ids, self.eos_ids[0]]
             sequences.append(self.encode_prompt(prompt) + ids)
-        return [self.to_score(lp) for lp in self.sequence_log_probs(sequences, batch_size)]
+        log_probs = self.self_reward_log_probs(sequences, batch_size)
+        return [self_reward_score(lp, config.beta, config.ref_constant) for lp in log_probs]
 
-    def sequence_log_probs(self, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> list[float]:
+    def self_reward_log_probs(self, sequences: Sequence[Sequence[int]], batch_size: int = 16) -> list[float]:
         """log π(z_c | sequence) at temperature 1, for full sequences (prompt + completion ending with EOS)."""
+        token_id = self._require_config().token_id
         if self.is_vllm:
-            return self._vllm_log_probs(sequences)
+            return self._vllm_log_probs(sequences, token_id)
         # Similar lengths in a batch waste less compute on padding.
         order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
         result = [math.nan] * len(sequences)
@@ -292,7 +328,7 @@ class SelfRewardScorer:
                 hidden = backbone(self.model)(
                     input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask), use_cache=False
                 ).last_hidden_state[:, -1]
-                log_probs = token_log_probs(self.model, hidden, self.token_id).tolist()
+                log_probs = token_log_probs(self.model, hidden, token_id).tolist()
             for i, value in zip(chunk, log_probs, strict=True):
                 result[i] = value
         return result
@@ -311,21 +347,27 @@ class SelfRewardScorer:
         batch_size: int = 16,
         seed: int | None = None,
         progress: bool = False,
+        *,
+        assistant_prefixes: Sequence[str] | None = None,
+        stop: Sequence[str] | None = None,
         **generate_kwargs,
     ) -> list[GeneratedSamples]:
         """Sample `num_samples` completions per prompt and score each finished one with r_s, in the same pass.
 
         `temperature=0` decodes greedily. The score always uses the untempered distribution, whatever the sampling
-        settings. `batch_size` counts sequences per `model.generate` call (a prompt's samples may span two calls).
+        settings. `assistant_prefixes` (one per prompt) is text the assistant turn already starts with; generation
+        continues it. A completion that writes one of the `stop` strings ends there (it is not `finished` and has no
+        score). `batch_size` counts sequences per `model.generate` call (a prompt's samples may span two calls).
         Extra keyword arguments (e.g. `min_new_tokens`, `logits_processor`) go to `model.generate`.
         """
-        unsupported = {"num_return_sequences", "num_beams"} & generate_kwargs.keys()
+        unsupported = {"num_return_sequences", "num_beams", "stop_strings"} & generate_kwargs.keys()
         if unsupported:
-            raise ValueError(f"{sorted(unsupported)} not supported: use num_samples (sampling or greedy only).")
+            raise ValueError(f"{sorted(unsupported)} not supported: use num_samples and stop.")
         prompts = list(prompts)
-        prompt_ids = [self.encode_prompt(p) for p in prompts]
+        prefixes = list(assistant_prefixes) if assistant_prefixes is not None else [""] * len(prompts)
+        prompt_ids = [self.encode_prompt(p, prefix) for p, prefix in zip(prompts, prefixes, strict=True)]
         if self.is_vllm:
-            rows = self._vllm_generate(prompt_ids, num_samples, max_new_tokens, temperature, top_p, top_k, seed)
+            rows = self._vllm_generate(prompt_ids, num_samples, max_new_tokens, temperature, top_p, top_k, seed, stop)
         else:
             if seed is not None:
                 torch.manual_seed(seed)
@@ -340,32 +382,35 @@ class SelfRewardScorer:
                 if temperature > 0
                 else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
             )
+            if stop:
+                sampling.update(stop_strings=list(stop), tokenizer=self.tokenizer)
             rows = []
             for begin in starts:
                 batch = [prompt_ids[i] for i in flat[begin : begin + batch_size]]
-                rows.extend(self._generate_batch(batch, max_new_tokens, **sampling, **generate_kwargs))
-        samples = []
-        for i, prompt in enumerate(prompts):
-            own = rows[i * num_samples : (i + 1) * num_samples]
-            samples.append(
-                GeneratedSamples(
-                    prompt=prompt,
-                    texts=[self._decode(ids, done) for ids, done, _ in own],
-                    token_ids=[ids for ids, _, _ in own],
-                    scores=[self.to_score(lp) if done else None for _, done, lp in own],
-                    finished=[done for _, done, _ in own],
-                )
-            )
-        return samples
+                rows.extend(self._generate_batch(batch, max_new_tokens, stop, **sampling, **generate_kwargs))
+        return [
+            GeneratedSamples(prompt=prompt, completions=rows[i * num_samples : (i + 1) * num_samples])
+            for i, prompt in enumerate(prompts)
+        ]
 
-    def _generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, **generate_kwargs):
-        """Generate for one batch; returns (completion ids, finished, log π(z_c)) per row."""
+    def _with_score(self, completion: Completion, log_prob: float) -> Completion:
+        if completion.finished and self.config is not None:
+            completion.score = self_reward_score(log_prob, self.config.beta, self.config.ref_constant)
+        return completion
+
+    def _generate_batch(self, prompt_ids: list[list[int]], max_new_tokens: int, stop, **generate_kwargs):
+        """Generate for one batch; returns one `Completion` per row, scored when it finished."""
         lm = causal_lm(self.model)
         input_ids, prompt_mask = left_pad(prompt_ids, self.pad_id, lm.device)
-        eos = torch.as_tensor(self.eos_ids, device=lm.device)
-        recorder = _AfterEosRecorder(self.model, self.token_id, eos, input_ids.shape[1], len(prompt_ids), lm.device)
-        processors = LogitsProcessorList([*generate_kwargs.pop("logits_processor", []), recorder])
-        handle = backbone(self.model).register_forward_hook(recorder.capture)
+        processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", []))
+        recorder = None
+        if self.config is not None:
+            eos = torch.as_tensor(self.eos_ids, device=lm.device)
+            recorder = _AfterEosRecorder(
+                self.model, self.config.token_id, eos, input_ids.shape[1], len(prompt_ids), lm.device
+            )
+            processors.append(recorder)
+            handle = backbone(self.model).register_forward_hook(recorder.capture)
         try:
             with torch.no_grad():
                 output = lm.generate(
@@ -380,17 +425,19 @@ class SelfRewardScorer:
                     **generate_kwargs,
                 )
                 completions = output.sequences[:, input_ids.shape[1] :]
-                finished = torch.isin(completions, eos).any(dim=1)
-                last_step = finished & ~recorder.done
-                if last_step.any():
-                    self._score_last_step(recorder, last_step, output, completions, prompt_mask, prompt_ids)
+                if recorder is not None:
+                    finished = torch.isin(completions, recorder.eos_ids).any(dim=1)
+                    last_step = finished & ~recorder.recorded
+                    if last_step.any():
+                        self._score_last_step(recorder, last_step, output, completions, prompt_mask, prompt_ids)
         finally:
-            handle.remove()
-        rows = []
-        for row, ids in enumerate(completions.tolist()):
-            ids, done = self._split(ids)
-            rows.append((ids, done, recorder.log_probs[row].item()))
-        return rows
+            if recorder is not None:
+                handle.remove()
+        log_probs = recorder.log_probs.tolist() if recorder is not None else [math.nan] * len(prompt_ids)
+        return [
+            self._with_score(self._completion(ids, stop), log_prob)
+            for ids, log_prob in zip(completions.tolist(), log_probs, strict=True)
+        ]
 
     def _score_last_step(self, recorder, rows, output, completions, prompt_mask, prompt_ids) -> None:
         """Rows whose first EOS is the last generated token: generation stopped before feeding it, so feed it now,
@@ -399,8 +446,9 @@ class SelfRewardScorer:
         if cache is None:  # a model without a cache: fall back on a forward over these rows
             indices = rows.nonzero().flatten().tolist()
             full = [prompt_ids[i] + completions[i].tolist() for i in indices]
-            recorder.log_probs[rows] = torch.tensor(self.sequence_log_probs(full), device=recorder.log_probs.device)
-            recorder.done |= rows
+            log_probs = self.self_reward_log_probs(full)
+            recorder.log_probs[rows] = torch.tensor(log_probs, device=recorder.log_probs.device)
+            recorder.recorded |= rows
             return
         mask = torch.cat([prompt_mask, torch.ones_like(completions)], dim=1)
         backbone(self.model)(
@@ -415,7 +463,7 @@ class SelfRewardScorer:
     # ----------------------------------------------------------------------------------------------------------------
     # vLLM (optional; GPU only, not exercised by the CPU test suite)
 
-    def _vllm_generate(self, prompt_ids, num_samples, max_new_tokens, temperature, top_p, top_k, seed):
+    def _vllm_generate(self, prompt_ids, num_samples, max_new_tokens, temperature, top_p, top_k, seed, stop):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -427,25 +475,33 @@ class SelfRewardScorer:
             top_k=top_k if top_k > 0 else -1,
             seed=seed,
             stop_token_ids=self.eos_ids,
+            stop=list(stop) if stop else None,
+            include_stop_str_in_output=True,
         )
         outputs = self.model.generate(
             [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, use_tqdm=False
         )
         rows, to_score = [], []
         for ids, output in zip(prompt_ids, outputs, strict=True):
-            for completion in output.outputs:
-                tokens, done = self._split(list(completion.token_ids))
-                if not done and completion.finish_reason == "stop" and completion.stop_reason is None:
-                    tokens, done = [*tokens, self.eos_ids[0]], True  # EOS ended it but was not returned
-                rows.append([tokens, done, math.nan])
-                if done:
-                    to_score.append((len(rows) - 1, ids + tokens))
-        log_probs = self._vllm_log_probs([sequence for _, sequence in to_score])
-        for (row, _), value in zip(to_score, log_probs, strict=True):
-            rows[row][2] = value
-        return [tuple(row) for row in rows]
+            for sample in output.outputs:
+                tokens = list(sample.token_ids)
+                if (
+                    sample.finish_reason == "stop"
+                    and sample.stop_reason is None
+                    and not set(tokens) & set(self.eos_ids)
+                ):
+                    tokens.append(self.eos_ids[0])  # EOS ended it but was not returned
+                completion = self._completion(tokens, stop)
+                rows.append(completion)
+                if completion.finished and self.config is not None:
+                    to_score.append((completion, ids + completion.token_ids))
+        if to_score:
+            log_probs = self._vllm_log_probs([sequence for _, sequence in to_score], self.config.token_id)
+            for (completion, _), log_prob in zip(to_score, log_probs, strict=True):
+                self._with_score(completion, log_prob)
+        return rows
 
-    def _vllm_log_probs(self, sequences) -> list[float]:
+    def _vllm_log_probs(self, sequences, token_id: int) -> list[float]:
         """log π(z_c | sequence) by a one-token request per sequence, forced to z_c.
 
         vLLM returns the sampled token's log-prob computed from the raw logits (the default `logprobs_mode`), before
@@ -455,8 +511,8 @@ class SelfRewardScorer:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(max_tokens=1, temperature=1.0, allowed_token_ids=[self.token_id], logprobs=0)
+        params = SamplingParams(max_tokens=1, temperature=1.0, allowed_token_ids=[token_id], logprobs=0)
         outputs = self.model.generate(
             [TokensPrompt(prompt_token_ids=list(s)) for s in sequences], params, use_tqdm=False
         )
-        return [output.outputs[0].logprobs[0][self.token_id].logprob for output in outputs]
+        return [output.outputs[0].logprobs[0][token_id].logprob for output in outputs]

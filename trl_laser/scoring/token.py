@@ -5,14 +5,14 @@ completions, training its log-prob would interfere with generation (and if it we
 boundaries). A special token reserved by the tokenizer but unused by the model fits.
 """
 
-import logging
-
 import torch
+from accelerate import PartialState
+from accelerate.logging import get_logger
 from torch import nn
 from torch.distributed.tensor import DTensor
 
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # The LaSeR authors' choices: Qwen2.5 (`<|vision_start|>`, id 151652) and Llama-3 based models (id 128002).
 PREFERRED_TOKENS = ("<|vision_start|>", "<|reserved_special_token_0|>")
@@ -86,6 +86,7 @@ def resolve_self_reward_token(
     lowest-id special token that is not EOS/pad/BOS/UNK, is not written by the chat template, and does not share its
     output-embedding row with another token.
     """
+    PartialState()  # accelerate's logger needs its state, also outside `accelerate launch`
     vocab_rows = _vocab_rows(model)
     reserved = _reserved_ids(tokenizer, eos_token_ids)
     template_ids = chat_template_token_ids(tokenizer)
@@ -101,7 +102,7 @@ def resolve_self_reward_token(
             if _has_twin(weight, candidate):
                 continue
             string = tokenizer.convert_ids_to_tokens(candidate)
-            logger.warning(f"self_reward_token='auto' picked {string!r} (id {candidate}) as the self-reward token.")
+            logger.info(f"self_reward_token='auto' picked {string!r} (id {candidate}) as the self-reward token.")
             return string, candidate
         raise ValueError(
             "self_reward_token='auto' found no usable special token in this tokenizer (every special token is EOS, "

@@ -1,13 +1,29 @@
-"""Built-in tasks with verifiable answers, and the reward functions that check them."""
+"""Tasks (prompt, answer checking, correction wording), the verifier rewards, and the one dataset loader."""
 
-from .compare import COMPARE_FEW_SHOT, make_compare_dataset
-from .rewards import exact_answer_reward, extract_last_integer, math_answer_reward
+from .answers import INTEGER_ANSWERS, MATH_ANSWERS, AnswerChecker, completion_text
+from .compare import COMPARE_FEW_SHOT, COMPARE_TASK
+from .data import DatasetArguments, DatasetError, load_problems
+from .math import MATH_TASK
+from .rewards import exact_answer_reward, math_answer_reward
+from .task import TASKS, GeneratedProblem, Task, get_task, register_task
 
 
 __all__ = [
     "COMPARE_FEW_SHOT",
+    "COMPARE_TASK",
+    "INTEGER_ANSWERS",
+    "MATH_ANSWERS",
+    "MATH_TASK",
+    "TASKS",
+    "AnswerChecker",
+    "DatasetArguments",
+    "DatasetError",
+    "GeneratedProblem",
+    "Task",
+    "completion_text",
     "exact_answer_reward",
-    "extract_last_integer",
-    "make_compare_dataset",
+    "get_task",
+    "load_problems",
     "math_answer_reward",
+    "register_task",
 ]

@@ -1,4 +1,4 @@
-"""The demo task: "Which number is larger, a or b?", generated in code.
+"""The demo task: "Which is larger, a or b?" for two-digit numbers, generated in code.
 
 Sized for SmolLM2-135M-Instruct on a CPU: with a one-line system prompt and one worked example, the model answers
 with a bare number and stops (~96% of completions finish within 16 tokens) and is right about half of the time at
@@ -8,7 +8,9 @@ incorrect answers. The prompt is kept short (56 tokens) because its forward and 
 
 import random
 
-from datasets import Dataset
+from ..correction.format import CorrectionFormat
+from .answers import INTEGER_ANSWERS
+from .task import GeneratedProblem, Task, register_task
 
 
 COMPARE_FEW_SHOT = [
@@ -16,17 +18,30 @@ COMPARE_FEW_SHOT = [
     {"role": "user", "content": "Which is larger, 45 or 72?"},
     {"role": "assistant", "content": "72"},
 ]
+_WORKED_PAIR = (45, 72)
 
 
-def make_compare_dataset(num_examples: int = 2000, seed: int = 0, low: int = 10, high: int = 99) -> Dataset:
-    """Pairs of distinct two-digit numbers. Columns: `prompt` (conversational: system prompt, worked example, question),
-    `problem` (the question alone), `answer` (the larger number, as a string)."""
-    rng = random.Random(seed)
-    rows = {"prompt": [], "problem": [], "answer": []}
-    for _ in range(num_examples):
+def sample_compare_problem(rng: random.Random, low: int = 10, high: int = 99) -> GeneratedProblem:
+    """A pair of distinct numbers in [low, high]; the answer is the larger one. Both orders of a pair are one
+    problem (same canonical form), and the pair of the worked example is never asked (its answer is in the prompt)."""
+    while True:
         a, b = rng.sample(range(low, high + 1), 2)
-        problem = f"Which is larger, {a} or {b}?"
-        rows["prompt"].append([*COMPARE_FEW_SHOT, {"role": "user", "content": problem}])
-        rows["problem"].append(problem)
-        rows["answer"].append(str(max(a, b)))
-    return Dataset.from_dict(rows)
+        if tuple(sorted((a, b))) != _WORKED_PAIR:
+            return GeneratedProblem(f"Which is larger, {a} or {b}?", str(max(a, b)), f"{min(a, b)}|{max(a, b)}")
+
+
+COMPARE_TASK = register_task(
+    Task(
+        name="compare",
+        answers=INTEGER_ANSWERS,
+        few_shot=tuple(COMPARE_FEW_SHOT),
+        correction=CorrectionFormat(
+            verify_prompt="Was your answer wrong? Reply `[VERIFY] wrong.` or `[VERIFY] correct.`",
+            revise_prompt="Your answer is wrong. Answer again with just the larger number.",
+            # Measured with SmolLM2-135M-Instruct at temperature 1: without a forced start it writes almost no
+            # verdict; with "[VERIFY]" forced about a third of its evaluations hold exactly one, of both kinds.
+            evaluation_start="[VERIFY]",
+        ),
+        sample_problem=sample_compare_problem,
+    )
+)

@@ -1,43 +1,21 @@
-"""Verifier rewards in TRL's reward-function signature: `f(completions, <dataset columns>, **kwargs) -> list`."""
+"""Verifier rewards in TRL's reward-function signature: `f(completions, answer, **kwargs) -> list[float | None]`.
 
-import re
+TRL logs each reward under its function's name, so each checker has one named function.
+"""
 
-from math_verify import parse, verify
-
-
-_INTEGER = re.compile(r"-?\d+")
+from .answers import INTEGER_ANSWERS, MATH_ANSWERS
 
 
-def _text(completion) -> str:
-    # Conversational completions are a list with one assistant message; standard ones are plain strings.
-    return completion[0]["content"] if isinstance(completion, list) else completion
-
-
-def extract_last_integer(text: str) -> int | None:
-    """The last integer written in `text`, or None."""
-    numbers = _INTEGER.findall(text.replace(",", ""))
-    return int(numbers[-1]) if numbers else None
-
-
-def exact_answer_reward(completions, answer, **kwargs) -> list[float]:
-    """1.0 when the last integer of the completion equals the integer answer, else 0.0 (built-in tasks)."""
-    rewards = []
-    for completion, gold in zip(completions, answer, strict=True):
-        predicted = extract_last_integer(_text(completion))
-        rewards.append(float(predicted is not None and predicted == int(gold)))
-    return rewards
+def exact_answer_reward(completions, answer, **kwargs) -> list[float | None]:
+    """1.0 when the last integer of the completion equals the integer answer, else 0.0 (None: the answer is not an
+    integer, and the row is left out)."""
+    return INTEGER_ANSWERS.rewards(completions, answer)
 
 
 def math_answer_reward(completions, answer, **kwargs) -> list[float | None]:
-    """Math answers checked with math-verify: the completion's `\\boxed{}` answer against the gold answer.
+    """1.0 when the completion's last `\\boxed{}` answer equals the reference answer by math-verify, else 0.0 (None:
+    the reference answer cannot be parsed, and the row is left out of the LaSeR loss)."""
+    return MATH_ANSWERS.rewards(completions, answer)
 
-    Returns None (no reward: the completion is left out of the LaSeR loss) when the gold answer cannot be parsed.
-    """
-    rewards = []
-    for completion, gold in zip(completions, answer, strict=True):
-        gold_parsed = parse(f"\\boxed{{{gold}}}" if "\\boxed" not in str(gold) else str(gold))
-        if not gold_parsed:
-            rewards.append(None)
-            continue
-        rewards.append(float(verify(gold_parsed, parse(_text(completion)))))
-    return rewards
+
+REWARD_FUNCTIONS = {INTEGER_ANSWERS.name: exact_answer_reward, MATH_ANSWERS.name: math_answer_reward}

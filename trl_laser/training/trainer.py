@@ -366,6 +366,11 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         positions = inputs["prompt_ids"].size(1) + inputs[_POSITIONS]
         with capture_hidden_states(model, positions) as capture:
             loss = super()._compute_loss(model, inputs)
+        # Memory: log π(z_c) = logit_zc − logsumexp(all logits), and the normaliser couples every vocabulary row, so
+        # the term's gradient w.r.t. the LM head is a dense vocab x hidden matrix (of rank ≤ rows). Autograd holds it
+        # while the policy loss's own head gradient is summed in: one transient vocab x hidden buffer beyond GRPO's
+        # (measured by `benchmarks/train_overhead.py --model large-vocab`). Avoiding it exactly would mean writing
+        # into the weight's `.grad` behind autograd's back, which DDP, ZeRO and FSDP gradient hooks would miss.
         log_probs = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
         reference = inputs[_REF_LOG_PROBS] if self.args.self_reward_use_ref_model else self.ref_constant
         scores = self_reward_score(log_probs, self.args.self_reward_beta, reference)

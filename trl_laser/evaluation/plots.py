@@ -29,7 +29,7 @@ def _pyplot():
 
 
 def plot_score_histogram(scores: Sequence[float | None], labels: Sequence[bool], path: str, num_bins: int = 30) -> str:
-    """Histograms of r_s (unclipped) for correct and incorrect samples, with the 0.5 decision threshold."""
+    """Histograms of r_s (unclipped) for correct and incorrect samples, with the decision threshold."""
     plt = _pyplot()
     correct = [s for s, y in zip(scores, labels, strict=True) if s is not None and y]
     incorrect = [s for s, y in zip(scores, labels, strict=True) if s is not None and not y]
@@ -40,7 +40,7 @@ def plot_score_histogram(scores: Sequence[float | None], labels: Sequence[bool],
         edges = [low + (high - low) * i / num_bins for i in range(num_bins + 1)]
         ax.hist(correct, bins=edges, alpha=0.6, color="tab:green", label=f"correct (n={len(correct)})")
         ax.hist(incorrect, bins=edges, alpha=0.6, color="tab:red", label=f"incorrect (n={len(incorrect)})")
-    ax.axvline(CORRECT_THRESHOLD, color="black", linestyle="--", linewidth=1, label="threshold 0.5")
+    ax.axvline(CORRECT_THRESHOLD, color="black", linestyle="--", linewidth=1, label=f"threshold {CORRECT_THRESHOLD}")
     unscored = len(scores) - len(values)
     ax.set_xlabel("self-reward score $r_s$")
     ax.set_ylabel("completions")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trl_laser.inference.metrics import auroc, expected_calibration_error, reliability_bins, verification_report
+from trl_laser.evaluation.metrics import auroc, expected_calibration_error, reliability_bins, verification_report
 from trl_laser.training.self_reward import verification_metrics
 
 

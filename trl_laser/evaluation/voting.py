@@ -1,7 +1,8 @@
 """Test-time aggregation of K sampled solutions: majority vote, self-reward-weighted vote, best-of-K.
 
-Pure functions on plain lists. Answers are first grouped into equivalence classes (math-verify for math, so that
-"1/2", "0.5" and "\\frac{1}{2}" share a vote); the votes then work on group ids, where None means "no answer".
+Pure functions on plain lists. Answers are first grouped into equivalence classes (with the task's answer check:
+math-verify for math, so that "1/2", "0.5" and "\\frac{1}{2}" share a vote); the votes then work on group ids, where
+None means "no answer".
 
     majority:   a* = argmax_a Σ_i 1[answer_i ≡ a]
     weighted:   a* = argmax_a Σ_i clip(r_s,i, 0, 1) · 1[answer_i ≡ a]      (LaSeR §6; unscored samples weigh 0)
@@ -11,6 +12,9 @@ Tie-breaking is deterministic: among groups with the same total weight, the one 
 whose first member comes earliest. Best-of-K breaks ties in clip(r_s) (e.g. several samples at 1) by the unclipped
 r_s, then by position, so it is the argmax of the unclipped score. Samples without an answer never win; unscored
 samples rank below every scored one in best-of-K.
+
+pass@k (some sample among k is correct, an upper bound for any vote) uses the exact unbiased estimator
+1 − C(n − c, k) / C(n, k) over the n samples of a problem, c of them correct.
 """
 
 import itertools
@@ -20,36 +24,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .metrics import clip01
-
-
-def extract_math_answer(text: str) -> list | None:
-    """The final answer of a solution as math-verify parses it (the last `\\boxed{}` first), or None."""
-    from math_verify import parse
-
-    try:
-        parsed = parse(text)
-    except Exception:  # math-verify raises on some pathological inputs; a sample without answer is the safe reading
-        return None
-    return parsed or None
-
-
-def math_equivalent(a: list, b: list) -> bool:
-    """Whether two math-verify parses denote the same answer."""
-    from math_verify import verify
-
-    try:
-        return bool(verify(a, b))
-    except Exception:
-        return False
-
-
-def answer_to_text(answer: Any) -> str | None:
-    """A short printable form of an extracted answer (math-verify keeps the matched string last)."""
-    if answer is None:
-        return None
-    if isinstance(answer, list):
-        return str(answer[-1])
-    return str(answer)
 
 
 def group_answers(
@@ -131,6 +105,14 @@ def k_values(num_samples: int) -> list[int]:
     return [*ks, num_samples] if num_samples > 0 else []
 
 
+def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """1 − C(n − c, k) / C(n, k): the probability that k samples drawn without replacement from n, c of them
+    correct, hold at least one correct sample."""
+    if not 0 < k <= num_samples:
+        raise ValueError(f"k must be in [1, {num_samples}], got {k}.")
+    return 1.0 - math.comb(num_samples - num_correct, k) / math.comb(num_samples, k)
+
+
 def sample_subsets(num_samples: int, k: int, num_subsets: int, rng: random.Random) -> list[tuple[int, ...]]:
     """Subsets of size k of range(num_samples), each sorted: all of them when there are at most `num_subsets`, else
     `num_subsets` drawn uniformly (with replacement between draws) from `rng`."""
@@ -151,11 +133,11 @@ def aggregation_curves(
     num_subsets: int = 32,
     seed: int = 0,
 ) -> dict[str, dict[int, float]]:
-    """Accuracy of each aggregation method as a function of k, averaged over problems and over subsets.
+    """Accuracy of each aggregation method as a function of k, averaged over problems.
 
-    For each problem and each k, the same subsets of its K samples (all of them when there are few, else
-    `num_subsets` random ones from a generator seeded with `seed`) are given to every method, so the curves are
-    paired. A vote that picks no answer counts as wrong. Returns {method: {k: accuracy}}.
+    For each problem and each k, the votes see the same subsets of its K samples (all of them when there are few,
+    else `num_subsets` random ones from a generator seeded with `seed`), so their curves are paired; a vote that picks
+    no answer counts as wrong. pass@k is exact (`pass_at_k`). Returns {method: {k: accuracy}}.
     """
     if not groups:
         return {method: {} for method in METHODS}
@@ -169,18 +151,17 @@ def aggregation_curves(
     for problem_groups, problem_scores, problem_correct in zip(groups, scores, correct, strict=True):
         for k in ks:
             subsets = sample_subsets(num_samples, k, num_subsets, rng)
-            hits = dict.fromkeys(METHODS, 0.0)
+            hits = dict.fromkeys(("majority", "weighted", "best_of"), 0)
             for subset in subsets:
                 g = [problem_groups[i] for i in subset]
                 s = [problem_scores[i] for i in subset]
-                c = [problem_correct[i] for i in subset]
                 for method, winner in (
                     ("majority", majority_vote(g)),
                     ("weighted", self_reward_vote(g, s)),
                     ("best_of", best_of_n(g, s)),
                 ):
-                    hits[method] += winner is not None and c[winner]
-                hits["pass"] += any(c)
-            for method in METHODS:
-                totals[method][k] += hits[method] / len(subsets)
+                    hits[method] += winner is not None and problem_correct[subset[winner]]
+            for method, count in hits.items():
+                totals[method][k] += count / len(subsets)
+            totals["pass"][k] += pass_at_k(num_samples, sum(problem_correct), k)
     return {method: {k: total / len(groups) for k, total in per_k.items()} for method, per_k in totals.items()}

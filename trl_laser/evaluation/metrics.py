@@ -98,7 +98,7 @@ def expected_calibration_error(scores: Sequence[float | None], labels: Sequence[
 def verification_report(
     scores: Sequence[float | None], labels: Sequence[bool], threshold: float = CORRECT_THRESHOLD, num_bins: int = 10
 ) -> dict[str, float]:
-    """Self-verification of the scored samples: "judged correct" means r_s > threshold (0.5).
+    """Self-verification of the scored samples: "judged correct" means r_s > threshold (`CORRECT_THRESHOLD`).
 
     Returns the per-class accuracies (`acc_correct`: judged correct among correct samples, `acc_incorrect`: judged
     incorrect among incorrect ones), their harmonic mean `f1` (the LaSeR authors' definition), overall `accuracy` of

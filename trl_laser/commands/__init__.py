@@ -1,1 +1,0 @@
-"""Subcommands of the `trl-laser` console script (see `trl_laser.cli`)."""

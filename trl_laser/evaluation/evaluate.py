@@ -1,0 +1,229 @@
+"""Evaluate a model on problems: sample K solutions each (with their self-reward), grade, vote, measure, and plot.
+
+Writes into `output_dir`: `results.json` (accuracy, self-verification metrics, maj@k / weighted@k / best-of-k /
+pass@k curves), `samples.jsonl` (one line per sampled solution) and three PNG plots.
+"""
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..scoring.recipe import SelfRewardConfig, resolve_self_reward_config
+from ..tasks.task import Task
+from ..training.self_reward import CORRECT_THRESHOLD
+from .metrics import verification_report
+from .plots import plot_all
+from .voting import aggregation_curves, group_answers
+
+
+@dataclass
+class EvaluationConfig:
+    """Settings of `evaluate` (and of `trl-laser evaluate`)."""
+
+    model_name_or_path: str = field(metadata={"help": "Model directory (a LaSeR checkpoint) or id."})
+    output_dir: str = field(metadata={"help": "Report directory."})
+    num_samples: int = field(default=8, metadata={"help": "Solutions sampled per problem (K)."})
+    max_new_tokens: int = field(default=512, metadata={"help": "Token limit of a solution."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold."})
+    batch_size: int = field(default=16, metadata={"help": "Sequences per generation batch."})
+    seed: int = field(default=0, metadata={"help": "Seed of sampling and of the voting subsets."})
+    num_subsets: int = field(default=32, metadata={"help": "Random subsets per k for the voting curves."})
+    backend: Literal["transformers", "vllm"] = field(
+        default="transformers", metadata={"help": "Generation backend ('vllm' needs a GPU)."}
+    )
+    self_reward_token: str | None = field(
+        default=None, metadata={"help": "Self-reward token z_c, string or id (overrides the checkpoint's metadata)."}
+    )
+    self_reward_beta: float | None = field(
+        default=None, metadata={"help": "β_v, the scale of the score (overrides the checkpoint's metadata)."}
+    )
+    self_reward_ref_constant: float | None = field(
+        default=None, metadata={"help": "c_ref of the score (overrides the checkpoint's metadata)."}
+    )
+    correction: Literal["none", "verbal", "laser"] = field(
+        default="none", metadata={"help": "Also evaluate self-correction (attempt, verify, retry) with this loop."}
+    )
+    max_attempts: int = field(default=2, metadata={"help": "Attempts per problem with --correction."})
+    correction_threshold: float = field(
+        default=CORRECT_THRESHOLD,
+        metadata={"help": "With --correction laser: revise when the self-reward is at most this."},
+    )
+
+    def __post_init__(self):
+        checks = [
+            (self.num_samples >= 1, f"num_samples must be at least 1, got {self.num_samples}."),
+            (self.max_attempts >= 1, f"max_attempts must be at least 1, got {self.max_attempts}."),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def self_reward_config(self) -> SelfRewardConfig:
+        """The scoring recipe: the checkpoint's metadata (local directories), with the values given here replacing
+        the saved ones. Raises before any model is loaded when something is missing."""
+        local = os.path.isdir(self.model_name_or_path)
+        if not local and os.path.exists(self.model_name_or_path):
+            raise ValueError(f"{self.model_name_or_path!r} is a file; pass the model directory.")
+        return resolve_self_reward_config(
+            self.model_name_or_path if local else None,
+            self.self_reward_token,
+            self.self_reward_beta,
+            self.self_reward_ref_constant,
+        )
+
+
+def json_safe(value):
+    """NaN and inf become null (JSON has no NaN); dict keys become strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def evaluate_samples(
+    problems: Sequence[dict], samples, task: Task, num_subsets: int = 32, seed: int = 0, output_dir: str | None = None
+) -> dict:
+    """Grade, vote and measure the `samples` (one `GeneratedSamples` per problem row); write `samples.jsonl` and the
+    plots into `output_dir` when given. A problem whose reference answer cannot be read is left out of the metrics."""
+    groups, scores, correct, lines = [], [], [], []
+    ungradable = 0
+    for index, (problem, sample) in enumerate(zip(problems, samples, strict=True)):
+        labels = [task.check(text, problem["answer"]) for text in sample.texts]
+        answers = [task.extract_answer(text) for text in sample.texts]
+        if None in labels:
+            labels = [None] * len(labels)
+            ungradable += 1
+        else:
+            groups.append(group_answers(answers, task.same_answer))
+            scores.append(sample.scores)
+            correct.append(labels)
+        for j, completion in enumerate(sample.completions):
+            lines.append(
+                {
+                    "problem_index": index,
+                    "sample_index": j,
+                    "problem": problem["problem"],
+                    "reference": problem["answer"],
+                    "completion": completion.text,
+                    "answer": answers[j],
+                    "correct": labels[j],
+                    "score": completion.score,
+                    "finished": completion.finished,
+                    "num_tokens": completion.num_tokens,
+                }
+            )
+
+    flat_scores = [s for row in scores for s in row]
+    flat_labels = [c for row in correct for c in row]
+    num = len(samples[0].completions) if samples else 0
+    verification = verification_report(flat_scores, flat_labels)
+    curves = aggregation_curves(groups, scores, correct, num_subsets=num_subsets, seed=seed)
+    accuracy = sum(sum(c) / len(c) for c in correct) / len(correct) if correct else float("nan")
+    finished = [f for s in samples for f in s.finished]
+    results = {
+        "num_problems": len(samples),
+        "num_ungradable": ungradable,
+        "accuracy": accuracy,
+        "finished_rate": sum(finished) / max(1, len(finished)),
+        f"maj@{num}": curves["majority"].get(num, float("nan")),
+        f"weighted_maj@{num}": curves["weighted"].get(num, float("nan")),
+        f"best_of_{num}": curves["best_of"].get(num, float("nan")),
+        f"pass@{num}": curves["pass"].get(num, float("nan")),
+        "verification": verification,
+        "curves": curves,
+    }
+    if output_dir is not None:
+        with open(os.path.join(output_dir, "samples.jsonl"), "w") as f:
+            for line in lines:
+                f.write(json.dumps(json_safe(line)) + "\n")
+        results["plots"] = [
+            os.path.basename(p)
+            for p in plot_all(output_dir, flat_scores, flat_labels, curves, accuracy, verification["ece"])
+        ]
+    return results
+
+
+def evaluate(
+    config: EvaluationConfig,
+    problems,
+    task: Task,
+    recipe: SelfRewardConfig | None = None,
+    dataset_name: str | None = None,
+) -> dict:
+    """Sample, score, grade and vote on `problems` (rows with `prompt`, `problem`, `answer`, as `load_problems`
+    returns them); with `config.correction`, also run the correction loop with the same loaded model. Writes the
+    report into `config.output_dir` and returns the results."""
+    from ..scoring.scorer import SelfRewardScorer
+
+    recipe = recipe if recipe is not None else config.self_reward_config()
+    os.makedirs(config.output_dir, exist_ok=True)
+    scorer = SelfRewardScorer.from_pretrained(config.model_name_or_path, recipe, backend=config.backend)
+    problems = list(problems)
+    samples = scorer.generate(
+        [problem["prompt"] for problem in problems],
+        num_samples=config.num_samples,
+        max_new_tokens=config.max_new_tokens,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        progress=True,
+    )
+    results = {
+        "model": config.model_name_or_path,
+        "dataset": dataset_name,
+        "task": task.name,
+        "self_reward": {key: getattr(scorer.config, key) for key in ("token", "token_id", "beta", "ref_constant")},
+        "generation": {
+            "num_samples": config.num_samples,
+            "max_new_tokens": config.max_new_tokens,
+            "temperature": config.temperature,
+            "top_p": config.top_p,
+            "seed": config.seed,
+        },
+        **evaluate_samples(problems, samples, task, config.num_subsets, config.seed, config.output_dir),
+    }
+    if config.correction != "none":
+        from ..correction.evaluation import evaluate_correction
+
+        results["correction"] = evaluate_correction(
+            scorer,
+            [problem["problem"] for problem in problems],
+            [problem["answer"] for problem in problems],
+            task,
+            mode=config.correction,
+            max_attempts=config.max_attempts,
+            threshold=config.correction_threshold,
+            output_dir=config.output_dir,
+            max_new_tokens=config.max_new_tokens,
+        )
+    with open(os.path.join(config.output_dir, "results.json"), "w") as f:
+        json.dump(json_safe(results), f, indent=2)
+        f.write("\n")
+    return results
+
+
+def format_summary(results: dict, output_dir: str) -> str:
+    """A few lines for the terminal: accuracy, self-verification and voting at k = K."""
+    v = results["verification"]
+    k = results["generation"]["num_samples"]
+
+    def pct(x):
+        return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+    return (
+        f"{results['num_problems']} problems x {k} samples: accuracy {pct(results['accuracy'])}, finished "
+        f"{pct(results['finished_rate'])}\n"
+        f"self-verification: F1 {pct(v['f1'])} (correct {pct(v['acc_correct'])}, incorrect {pct(v['acc_incorrect'])}), "
+        f"AUROC {pct(v['auroc'])}, ECE {pct(v['ece'])}\n"
+        f"maj@{k} {pct(results[f'maj@{k}'])}, weighted {pct(results[f'weighted_maj@{k}'])}, "
+        f"best-of-{k} {pct(results[f'best_of_{k}'])}, pass@{k} {pct(results[f'pass@{k}'])}\n"
+        f"report written to {output_dir}/"
+    )
