@@ -23,10 +23,11 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from trl_laser.scoring import scorer as scorer_module
+from trl_laser.scoring import during_generation
+from trl_laser.scoring.during_generation import position_ids_from_mask
 from trl_laser.scoring.readout import causal_lm
 from trl_laser.scoring.recipe import SelfRewardConfig
-from trl_laser.scoring.scorer import SelfRewardScorer, left_pad, load_pretrained, position_ids_from_mask
+from trl_laser.scoring.scorer import SelfRewardScorer, left_pad, load_pretrained
 
 
 PROMPT = "Tom has 3 boxes with 12 apples each. He gives away 7 apples. How many apples are left? Explain step by step."
@@ -99,10 +100,10 @@ def main():
 
     # Time spent in the scoring code of `generate`: the hook, the logits processor and the final decode step.
     scoring = Stopwatch()
-    recorder = scorer_module._AfterEosRecorder
+    recorder = during_generation.AfterEosRecorder
     recorder.capture = scoring.wrap(recorder.capture)
     recorder.__call__ = scoring.wrap(recorder.__call__)
-    SelfRewardScorer._score_last_step = scoring.wrap(SelfRewardScorer._score_last_step)
+    during_generation._read_last_step = scoring.wrap(during_generation._read_last_step)
 
     prompt_ids = scorer.encode_prompt(PROMPT)
     n = args.num_completions

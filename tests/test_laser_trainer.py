@@ -485,3 +485,38 @@ def test_mixing_reads_scores_from_trl_old_log_prob_forward(
     verifier = ((rewards.view(-1, 4) - mean) / (std + 1e-4)).view(-1)
     expected = mix_advantages(verifier, scores, finished, num_generations=4, coef=0.5, std_threshold=0.0)
     assert torch.allclose(output["advantages"], expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("temperature, pad_fixture", [(1.0, "tiny_model_dir"), (0.7, "tiny_model_dir_distinct_pad")])
+def test_mixing_reads_scores_during_generation(tmp_path, prompt_dataset, request, monkeypatch, temperature, pad_fixture):
+    """On-policy micro-batches (no old-log-prob forward): the scores are read while TRL's transformers generation
+    samples, including rows whose EOS is the last generated token, and equal those of a separate forward."""
+    args = make_args(
+        tmp_path,
+        self_reward_ref_constant=-4.6,
+        self_reward_advantage_coef=0.5,
+        temperature=temperature,
+        max_completion_length=4,
+        per_device_train_batch_size=32,
+        generation_kwargs={"sequence_bias": [[[EOS], 3.0]]},
+    )
+    trainer = LaSeRGRPOTrainer(
+        model=request.getfixturevalue(pad_fixture), reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
+    assert not trainer._runs_old_log_prob_forward
+    extra_forwards = []
+    original = LaSeRGRPOTrainer._sequence_log_probs
+    monkeypatch.setattr(
+        LaSeRGRPOTrainer, "_sequence_log_probs", lambda *a, **k: extra_forwards.append(1) or original(*a, **k)
+    )
+    torch.manual_seed(0)
+    output = generation_batch(trainer)
+    assert not extra_forwards, "the scores should be read during generation"
+    assert "generate" not in vars(trainer.accelerator.unwrap_model(trainer.model)), "generate must be restored"
+    positions, finished = eos_positions(output["completion_ids"], output["completion_mask"], trainer.eos_token_ids)
+    assert (finished & (positions == 3)).any(), "some row should end on the last decode step"
+    assert (finished & (positions < 3)).any() and (~finished).any()
+    with torch.no_grad():
+        separate = original(trainer, trainer.model, output, positions, finished)
+    assert torch.allclose(trainer._policy_log_probs[finished], separate[finished], atol=1e-4)
+    assert torch.isnan(trainer._policy_log_probs[~finished]).all()

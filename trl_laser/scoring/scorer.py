@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 import torch
 from accelerate import PartialState
 from accelerate.logging import get_logger
-from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..training.self_reward import self_reward_score
+from .during_generation import generate_with_log_probs, position_ids_from_mask
 from .readout import backbone, causal_lm, token_log_probs
 from .recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
 
@@ -147,44 +147,6 @@ def left_pad(sequences: Sequence[Sequence[int]], pad_id: int, device=None) -> tu
             ids[row, width - len(sequence) :] = torch.as_tensor(sequence, dtype=torch.long)
             mask[row, width - len(sequence) :] = 1
     return ids.to(device), mask.to(device)
-
-
-def position_ids_from_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only (pads get 0), as transformers' `generate` numbers left-padded rows."""
-    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
-
-
-class _AfterEosRecorder(LogitsProcessor):
-    """Reads log π(z_c) at the decode step whose input is a row's first EOS, during `model.generate`.
-
-    `capture` (a forward hook on the backbone) keeps the last position's hidden state of each forward; the logits
-    processor call that follows sees the ids fed to that forward and projects the rows that just fed their first
-    generated EOS. The scores passed to the processor are returned untouched, so sampling is unchanged.
-    """
-
-    def __init__(self, model, token_id: int, eos_ids: torch.Tensor, prompt_width: int, batch_size: int, device):
-        self.model = model
-        self.token_id = token_id
-        self.eos_ids = eos_ids
-        self.prompt_width = prompt_width
-        self.hidden: torch.Tensor | None = None
-        self.log_probs = torch.full((batch_size,), float("nan"), device=device)
-        self.recorded = torch.zeros(batch_size, dtype=torch.bool, device=device)
-
-    def capture(self, module, args, output):
-        hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
-        self.hidden = hidden[:, -1]
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if input_ids.shape[1] > self.prompt_width:  # the prefill's input is the prompt: nothing generated yet
-            # With pad == EOS, finished rows keep feeding EOS; `recorded` keeps only the first.
-            self.record(torch.isin(input_ids[:, -1], self.eos_ids) & ~self.recorded)
-        return scores
-
-    def record(self, rows: torch.Tensor) -> None:
-        if rows.any():
-            self.log_probs[rows] = token_log_probs(self.model, self.hidden[rows], self.token_id)
-            self.recorded |= rows
 
 
 class SelfRewardScorer:
@@ -402,63 +364,21 @@ class SelfRewardScorer:
         """Generate for one batch; returns one `Completion` per row, scored when it finished."""
         lm = causal_lm(self.model)
         input_ids, prompt_mask = left_pad(prompt_ids, self.pad_id, lm.device)
-        processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", []))
-        recorder = None
-        if self.config is not None:
-            eos = torch.as_tensor(self.eos_ids, device=lm.device)
-            recorder = _AfterEosRecorder(
-                self.model, self.config.token_id, eos, input_ids.shape[1], len(prompt_ids), lm.device
-            )
-            processors.append(recorder)
-            handle = backbone(self.model).register_forward_hook(recorder.capture)
-        try:
+        kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=self.eos_ids, pad_token_id=self.pad_id)
+        if self.config is None:
             with torch.no_grad():
-                output = lm.generate(
-                    input_ids=input_ids,
-                    attention_mask=prompt_mask,
-                    max_new_tokens=max_new_tokens,
-                    eos_token_id=self.eos_ids,
-                    pad_token_id=self.pad_id,
-                    logits_processor=processors,
-                    return_dict_in_generate=True,
-                    use_cache=True,
-                    **generate_kwargs,
-                )
-                completions = output.sequences[:, input_ids.shape[1] :]
-                if recorder is not None:
-                    finished = torch.isin(completions, recorder.eos_ids).any(dim=1)
-                    last_step = finished & ~recorder.recorded
-                    if last_step.any():
-                        self._score_last_step(recorder, last_step, output, completions, prompt_mask, prompt_ids)
-        finally:
-            if recorder is not None:
-                handle.remove()
-        log_probs = recorder.log_probs.tolist() if recorder is not None else [math.nan] * len(prompt_ids)
+                sequences = lm.generate(input_ids=input_ids, attention_mask=prompt_mask, **kwargs, **generate_kwargs)
+            log_probs = [math.nan] * len(prompt_ids)
+        else:
+            sequences, log_probs = generate_with_log_probs(
+                self.model, self.config.token_id, self.eos_ids, input_ids, prompt_mask, **kwargs, **generate_kwargs
+            )
+            log_probs = log_probs.tolist()
+        completions = sequences[:, input_ids.shape[1] :]
         return [
             self._with_score(self._completion(ids, stop), log_prob)
             for ids, log_prob in zip(completions.tolist(), log_probs, strict=True)
         ]
-
-    def _score_last_step(self, recorder, rows, output, completions, prompt_mask, prompt_ids) -> None:
-        """Rows whose first EOS is the last generated token: generation stopped before feeding it, so feed it now,
-        one decode step on the returned cache (the backbone hook records the hidden state)."""
-        cache = getattr(output, "past_key_values", None)
-        if cache is None:  # a model without a cache: fall back on a forward over these rows
-            indices = rows.nonzero().flatten().tolist()
-            full = [prompt_ids[i] + completions[i].tolist() for i in indices]
-            log_probs = self.self_reward_log_probs(full)
-            recorder.log_probs[rows] = torch.tensor(log_probs, device=recorder.log_probs.device)
-            recorder.recorded |= rows
-            return
-        mask = torch.cat([prompt_mask, torch.ones_like(completions)], dim=1)
-        backbone(self.model)(
-            input_ids=completions[:, -1:],
-            attention_mask=mask,
-            position_ids=position_ids_from_mask(mask)[:, -1:],
-            past_key_values=cache,
-            use_cache=True,
-        )
-        recorder.record(rows)
 
     # ----------------------------------------------------------------------------------------------------------------
     # vLLM (optional; GPU only, not exercised by the CPU test suite)

@@ -10,6 +10,7 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, use_adapter
 
+from ..scoring.during_generation import generate_with_log_probs
 from ..scoring.readout import capture_hidden_states, eos_positions, token_log_probs
 from ..scoring.recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
 from ..scoring.token import resolve_self_reward_token
@@ -113,7 +114,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         self.ref_constant = args.self_reward_ref_constant
         self.ref_constant_std = None
         self._rewards_per_func = None
-        self._capture_policy_log_probs, self._policy_log_probs = False, None
+        self._capture_policy_log_probs = self._read_log_probs_during_generation = False
+        self._policy_log_probs = None
         self._self_reward_window = {}  # mode -> sums and scores of the completions seen since the last log
         if self.ref_constant is None and args.reads_self_reward:
             self._adopt_saved_ref_constant(get_config_model_id(self.accelerator.unwrap_model(self.model).config))
@@ -253,6 +255,34 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         self._policy_log_probs = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
         return result
 
+    def _generate_single_turn(self, prompt_ids, *args, **kwargs):
+        # With transformers generation and no old-log-prob forward, the scores are read while sampling: the decode
+        # step whose input is a row's EOS computes its next-token distribution anyway (one LM-head row per row; a
+        # row that ends on the last step takes one more decode step on the cache).
+        if not self._read_log_probs_during_generation:
+            return super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        model = self.accelerator.unwrap_model(self.model)
+        original, read = model.generate, {}
+
+        def generate(input_ids, attention_mask, **generate_kwargs):
+            sequences, read["log_probs"] = generate_with_log_probs(
+                model, self.self_reward_token_id, self.eos_token_ids, input_ids, attention_mask, original,
+                **generate_kwargs,
+            )  # fmt: skip
+            return sequences
+
+        shadowed = model.__dict__.get("generate")
+        model.generate = generate  # TRL calls `unwrapped_model.generate(...)` on this very module
+        try:
+            result = super()._generate_single_turn(prompt_ids, *args, **kwargs)
+        finally:
+            if shadowed is None:
+                del model.generate
+            else:
+                model.generate = shadowed
+        self._policy_log_probs = read.get("log_probs")
+        return result
+
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
         # Scores of the generation batch under the policy that generated it are needed (1) once, to measure c_ref
@@ -260,11 +290,17 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         # first loss is computed. Read them from TRL's old-log-prob forward when it runs one.
         needs_scores = self.args.reads_self_reward and (self.ref_constant is None or self._mixing_active(mode))
         self._capture_policy_log_probs = needs_scores and self._runs_old_log_prob_forward
+        self._read_log_probs_during_generation = (
+            needs_scores
+            and not self._capture_policy_log_probs
+            and not self.use_vllm  # vLLM returns no hidden states: one extra forward (see below)
+            and not self.use_transformers_continuous_batching
+        )
         self._policy_log_probs = None
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
-            self._capture_policy_log_probs = False
+            self._capture_policy_log_probs = self._read_log_probs_during_generation = False
         if not self.args.reads_self_reward:
             return output
         num_local = output["completion_ids"].size(0)
@@ -294,9 +330,10 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             if self.ref_constant is None:
                 self._set_ref_constant(ref_log_probs, finished)
 
-        # Without an old-log-prob forward (on-policy micro-batches with transformers generation, or vLLM without
-        # importance sampling), the scores take one extra no-grad forward over the batch, cut after its last EOS.
-        # Runs without mixing pay for it on the first batch only.
+        # With vLLM generation and no old-log-prob forward (importance sampling off, on-policy micro-batches), the
+        # scores take one extra no-grad forward over the batch, cut after its last EOS: vLLM returns no hidden
+        # states, and its log-probs are those of sampled tokens, not of z_c. Runs without mixing pay for it on the
+        # first batch only.
         needs_ref_constant = self.ref_constant is None
         if needs_scores:
             log_probs = self._policy_log_probs
