@@ -4,7 +4,7 @@ One command evaluates the untrained model, trains GRPO and LaSeR from it with id
 hyper-parameters (LaSeR differs only in its own fields), evaluates both on the held-out test problems with K samples
 each, and writes `OUTPUT/results.json`, `OUTPUT/results.md` and plots:
 
-    python examples/reproduce.py --output_dir outputs/reproduction            # ~45 min on 2 CPU cores
+    python examples/reproduce.py --output_dir outputs/reproduction --report_dir docs/reproduction   # ~35 min, 2 cores
     python examples/reproduce.py --config my_recipe.yaml --seed 1              # every LaSeRConfig field works
 
 All three models are scored with the same recipe (token z_c, β_v, c_ref): c_ref is measured once on the untrained
@@ -17,6 +17,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ class ReproduceArguments:
     num_eval_problems: int = field(default=96, metadata={"help": "Held-out problems to evaluate on."})
     num_eval_samples: int = field(default=8, metadata={"help": "Samples per problem (K) at evaluation."})
     eval_seed: int = field(default=0, metadata={"help": "Sampling seed of the evaluations."})
+    report_dir: str | None = field(
+        default=None,
+        metadata={"help": "Also copy the small report files (results.json, results.md, the PNGs) here, e.g. docs/."},
+    )
 
 
 STAGES = ("base", "grpo", "laser")
@@ -334,6 +339,10 @@ def main():
     table = write_table(results, k, os.path.join(output, "results.md"))
     plot_training_curves(histories, os.path.join(output, "training_curves.png"))
     plot_voting_curves(results, os.path.join(output, "voting_curves.png"))
+    if script_args.report_dir is not None:  # the report without the checkpoints, e.g. to commit it
+        os.makedirs(script_args.report_dir, exist_ok=True)
+        for name in ("results.json", "results.md", "training_curves.png", "voting_curves.png"):
+            shutil.copy(os.path.join(output, name), os.path.join(script_args.report_dir, name))
     print(table)
     print(f"wrote {output}/results.json, results.md, training_curves.png, voting_curves.png ({wall_time / 60:.1f} min)")
 

@@ -1,0 +1,49 @@
+"""`examples/reproduce.py` end to end on the tiny model: three evaluated models, the report, and reuse on rerun."""
+
+import json
+import os
+import subprocess
+import sys
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_reproduce(tiny_model_dir, output_dir, report_dir):
+    command = [
+        sys.executable, os.path.join(ROOT, "examples", "reproduce.py"), "--model_name_or_path", tiny_model_dir,
+        "--output_dir", str(output_dir), "--report_dir", str(report_dir), "--max_steps", "2", "--save_steps", "1",
+        "--num_eval_problems", "3", "--num_eval_samples", "2", "--num_train_examples", "32",
+        "--steps_per_generation", "2", "--logging_steps", "1", "--self_reward_token", "<reserved_0>",
+        "--max_completion_length", "4", "--use_cpu", "true",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, tiny_model_dir):
+    output, report = tmp_path / "run", tmp_path / "report"
+    first = run_reproduce(tiny_model_dir, output, report)
+    assert "[grpo] training" in first and "[laser] training" in first
+
+    results = json.load(open(report / "results.json"))
+    assert set(results) == {"base", "grpo", "laser", "config", "wall_time_s"}
+    for stage in ("base", "grpo", "laser"):
+        r = results[stage]
+        assert r["num_problems"] == 3 and {"maj@2", "weighted_maj@2", "best_of_2", "pass@2"} <= r.keys()
+        assert {"acc_correct", "acc_incorrect", "f1", "auroc", "ece"} <= r["verification"].keys()
+        assert "length_auroc" in r["baselines"]
+    # one scoring recipe for all three models
+    recipes = {json.dumps(results[s]["self_reward"], sort_keys=True) for s in ("base", "grpo", "laser")}
+    assert len(recipes) == 1
+    assert results["config"]["self_reward_coef"] > 0 and results["config"]["eval_split"] == "test"
+    # the GRPO run trains without the term but logs the untrained score
+    grpo_log = json.load(open(output / "grpo" / "log_history.json"))
+    assert any("self_reward/auroc" in h for h in grpo_log)
+    for name in ("results.md", "training_curves.png", "voting_curves.png"):
+        assert os.path.getsize(report / name) > 0
+    assert not any(p.startswith("checkpoint") or p.endswith(".safetensors") for p in os.listdir(report))
+
+    second = run_reproduce(tiny_model_dir, output, report)  # an interrupted run resumes: nothing is redone
+    assert "] training" not in second and second.count("reusing") == 5
