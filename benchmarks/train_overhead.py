@@ -90,30 +90,7 @@ class PeakMemory:
 def save_large_vocab_model(directory: str) -> str:
     """A random-weight 2-layer Llama with Qwen2.5's vocabulary size (152,064) and Qwen2.5-0.5B's hidden size (896),
     untied: the LM head is 136 M parameters, so a vocab x hidden gradient buffer is 520 MiB in float32."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from trl_laser.testing import tiny_tokenizer
-
-    tokenizer = tiny_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=152064,
-        hidden_size=896,
-        intermediate_size=1792,
-        num_hidden_layers=2,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        tie_word_embeddings=False,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return save_tiny_model(directory, vocab_size=152064, hidden_size=896, num_attention_heads=14)
 
 
 def ratio_with_interval(numerator: list[float], denominator: list[float], resamples: int = 2000, seed: int = 0):

@@ -26,7 +26,7 @@ from trl import TrlParser
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, SelfRewardConfig, load_problems
 from trl_laser.demo_model import demo_model_path
-from trl_laser.evaluation.evaluate import EvaluationConfig, evaluate
+from trl_laser.evaluation.evaluate import EvaluationConfig, evaluate, json_safe
 from trl_laser.evaluation.metrics import auroc
 
 
@@ -82,18 +82,9 @@ def load_json(path: str):
 
 
 def dump_json(obj, path: str):
-    def safe(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {str(k): safe(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [safe(v) for v in value]
-        return value
-
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(safe(obj), f, indent=2)
+        json.dump(json_safe(obj), f, indent=2)
         f.write("\n")
     os.replace(tmp, path)  # a stage counts as done only once its file is complete
 

@@ -9,6 +9,7 @@ from trl.trainer.utils import split_tensor_dict
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, load_self_reward_config
 from trl_laser.scoring.readout import eos_positions
+from trl_laser.testing import parity_reward, tiny_training_args
 from trl_laser.training.self_reward import class_weights
 
 
@@ -16,36 +17,12 @@ EOS = 2
 Z_C = 3  # "<reserved_0>" in the tiny tokenizer
 
 
-def parity_reward(completions, **kwargs):
-    """Deterministic 0/1 reward: 1 when the completion has an even number of characters."""
-    return [float(len(c[0]["content"]) % 2 == 0) for c in completions]
-
-
 def length_reward(completions, **kwargs):
     return [float(len(c[0]["content"])) for c in completions]
 
 
 def make_args(tmp_path, config_class=LaSeRConfig, **overrides):
-    defaults = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=6,
-        max_steps=2,
-        learning_rate=1e-3,
-        report_to="none",
-        logging_steps=1,
-        gradient_checkpointing=False,
-        use_cpu=True,
-        save_strategy="no",
-        seed=0,
-        # make the random tiny model end most completions with EOS, so that both scoring paths get exercised
-        generation_kwargs={"sequence_bias": [[[EOS], 3.0]]},
-    )
-    if config_class is LaSeRConfig:
-        defaults.update(self_reward_token="<reserved_0>")
-    defaults.update(overrides)
-    return config_class(**defaults)
+    return tiny_training_args(tmp_path / "out", config_class, **overrides)
 
 
 def generation_batch(trainer):

@@ -38,18 +38,23 @@ def tiny_tokenizer(pad_is_eos: bool = True) -> PreTrainedTokenizerFast:
 
 
 def tiny_model(
-    tokenizer: PreTrainedTokenizerFast, seed: int = 0, hidden_size: int = 32, layers: int = 2
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int = 0,
+    hidden_size: int = 32,
+    layers: int = 2,
+    vocab_size: int | None = None,
+    num_attention_heads: int = 4,
 ) -> LlamaForCausalLM:
-    """A randomly initialised two-layer Llama sized for `tokenizer` (float32)."""
+    """A randomly initialised Llama (two layers by default) sized for `tokenizer` or `vocab_size` (float32)."""
     import torch
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size or len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=layers,
-        num_attention_heads=4,
+        num_attention_heads=num_attention_heads,
         num_key_value_heads=2,
         max_position_embeddings=512,
         tie_word_embeddings=False,
@@ -63,10 +68,11 @@ def tiny_model(
     return model
 
 
-def save_tiny_model(directory: str, pad_is_eos: bool = True, seed: int = 0) -> str:
-    """Write a tiny model and its tokenizer to `directory` (loadable by path, like a Hub id)."""
+def save_tiny_model(directory: str, pad_is_eos: bool = True, seed: int = 0, **model_kwargs) -> str:
+    """Write a tiny model (`model_kwargs` go to `tiny_model`) and its tokenizer to `directory` (loadable by path,
+    like a Hub id)."""
     tokenizer = tiny_tokenizer(pad_is_eos=pad_is_eos)
-    tiny_model(tokenizer, seed=seed).save_pretrained(directory)
+    tiny_model(tokenizer, seed=seed, **model_kwargs).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
