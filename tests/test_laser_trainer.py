@@ -438,9 +438,9 @@ def test_mixing_reads_scores_from_trl_old_log_prob_forward(
     )
     assert trainer._runs_old_log_prob_forward
     extra_forwards = []
-    original = LaSeRGRPOTrainer._sequence_log_probs
+    original = LaSeRGRPOTrainer._self_reward_log_probs
     monkeypatch.setattr(
-        LaSeRGRPOTrainer, "_sequence_log_probs", lambda *a, **k: extra_forwards.append(1) or original(*a, **k)
+        LaSeRGRPOTrainer, "_self_reward_log_probs", lambda *a, **k: extra_forwards.append(1) or original(*a, **k)
     )
     torch.manual_seed(0)
     output = generation_batch(trainer)
@@ -482,9 +482,9 @@ def test_mixing_reads_scores_during_generation(tmp_path, prompt_dataset, request
     )
     assert not trainer._runs_old_log_prob_forward
     extra_forwards = []
-    original = LaSeRGRPOTrainer._sequence_log_probs
+    original = LaSeRGRPOTrainer._self_reward_log_probs
     monkeypatch.setattr(
-        LaSeRGRPOTrainer, "_sequence_log_probs", lambda *a, **k: extra_forwards.append(1) or original(*a, **k)
+        LaSeRGRPOTrainer, "_self_reward_log_probs", lambda *a, **k: extra_forwards.append(1) or original(*a, **k)
     )
     torch.manual_seed(0)
     output = generation_batch(trainer)

@@ -192,7 +192,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         return self._rewards_per_func
 
     @torch.no_grad()
-    def _sequence_log_probs(self, model, output, positions, finished, reference: bool = False) -> torch.Tensor:
+    def _self_reward_log_probs(self, model, output, positions, finished, reference: bool = False) -> torch.Tensor:
         """log π(z_c | x, y) for every row of a generation batch, from one no-grad forward of `model`.
 
         The forward goes through the model's own head with `logits_to_keep=1` (one position of logits per row); the
@@ -325,7 +325,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
 
         if self.args.self_reward_use_ref_model:
             reference = self.ref_model if self.ref_model is not None else self.model
-            ref_log_probs = self._sequence_log_probs(reference, output, positions, finished, reference=True)
+            ref_log_probs = self._self_reward_log_probs(reference, output, positions, finished, reference=True)
             output[_REF_LOG_PROBS] = torch.where(finished, ref_log_probs, torch.nan)
             if self.ref_constant is None:
                 self._set_ref_constant(ref_log_probs, finished)
@@ -338,7 +338,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         if needs_scores:
             log_probs = self._policy_log_probs
             if log_probs is None:
-                log_probs = self._sequence_log_probs(self.model, output, positions, finished)
+                log_probs = self._self_reward_log_probs(self.model, output, positions, finished)
             if needs_ref_constant:
                 self._set_ref_constant(log_probs, finished)
             if self._mixing_active(mode) and self.ref_constant is not None:
