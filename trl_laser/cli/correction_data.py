@@ -37,11 +37,13 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..correction.rejection_sampling import run_rejection_sampling
-    from ..scoring.scorer import SelfRewardScorer
+    from ..scoring.scorer import SelfRewardScorer, check_model_path
 
     parser = make_parser(prog)
     try:
         args, dataset_args, config = parser.parse_args_and_config(argv)
+        if args.model_name_or_path is not None:
+            check_model_path(args.model_name_or_path)
         problems, task = dataset_args.load(dataset_args.dataset_train_split)
     except (ValueError, OSError) as error:
         return report_error(parser.prog, error)

@@ -23,6 +23,15 @@ class EstimateConstantArguments:
     seed: int = field(default=0, metadata={"help": "Sampling seed."})
     output_file: str | None = field(default=None, metadata={"help": "Write the result as JSON to this file."})
 
+    def __post_init__(self):
+        for name in ("num_samples", "max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if not self.temperature > 0:
+            raise ValueError(
+                f"--temperature must be > 0 (c_ref is measured on sampled completions), got {self.temperature}."
+            )
+
 
 def make_parser(prog: str | None = None) -> TrlParser:
     parser = TrlParser((DatasetArguments, EstimateConstantArguments), prog=prog, description=__doc__.split("\n\n")[0])
@@ -32,12 +41,18 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     from ..scoring.reference_constant import estimate_reference_constant
-    from ..scoring.scorer import load_pretrained
+    from ..scoring.scorer import check_model_path, load_pretrained
 
     parser = make_parser(prog)
+    # Everything that can be wrong with the input is reported before the model is loaded.
     try:
         dataset_args, args = parser.parse_args_and_config(argv)
+        check_model_path(args.model_name_or_path)
+        if dataset_args.num_problems is not None and dataset_args.num_problems < 1:
+            raise ValueError(f"--num_problems must be >= 1, got {dataset_args.num_problems}.")
         problems, _ = dataset_args.load(dataset_args.dataset_train_split, require_answers=False)
+        if len(problems) == 0:
+            raise ValueError(f"The dataset {dataset_args.dataset_name!r} has no problems in this split.")
     except (ValueError, OSError) as error:
         return report_error(parser.prog, error)
     model, tokenizer = load_pretrained(args.model_name_or_path)

@@ -16,10 +16,13 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from ..scoring.scorer import check_model_path
+
     parser = make_parser(prog)
     # Everything that can be wrong with the input is reported before the model is loaded.
     try:
         dataset_args, config = parser.parse_args_and_config(argv)
+        check_model_path(config.model_name_or_path)
         problems, task = dataset_args.load(dataset_args.dataset_test_split)
         recipe = config.self_reward_config()
     except (ValueError, OSError) as error:

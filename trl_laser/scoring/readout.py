@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Partial
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -84,6 +84,30 @@ def final_logit_scale(config) -> float:
     return 1.0
 
 
+class _GatherShardsAveragingGradients(torch.autograd.Function):
+    """All-gather a sharded DTensor parameter; in backward, average the per-process gradients and keep each process's
+    shard (a reduce-scatter), as FSDP's own backward does for a parameter used inside its module's forward.
+
+    `DTensor.full_tensor()` alone is not enough here: its backward only keeps the local chunk of the local gradient,
+    so each shard would get the gradient of one process's completions only."""
+
+    @staticmethod
+    def forward(ctx, weight: DTensor) -> torch.Tensor:
+        ctx.mesh, ctx.placements = weight.device_mesh, weight.placements
+        return weight.full_tensor()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        partial = DTensor.from_local(grad, ctx.mesh, [Partial("avg")] * ctx.mesh.ndim, run_check=False)
+        return partial.redistribute(ctx.mesh, ctx.placements)
+
+
+def gather_for_data_parallel(weight: DTensor) -> torch.Tensor:
+    """The full value of a DTensor parameter sharded over data-parallel processes (FSDP2), with the data-parallel
+    gradient (the mean over processes) flowing back to the shard."""
+    return _GatherShardsAveragingGradients.apply(weight)
+
+
 def untempered_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
     """Next-token logits at temperature 1 for a few hidden states, as the model's own forward computes them.
 
@@ -95,8 +119,8 @@ def untempered_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Te
     head = lm.get_output_embeddings()
     if isinstance(head.weight, DTensor):
         # FSDP2 shards the head; between forwards its weight is a DTensor, which cannot multiply a plain tensor.
-        bias = head.bias.full_tensor() if head.bias is not None else None
-        logits = nn.functional.linear(hidden_states, head.weight.full_tensor(), bias).float()
+        bias = gather_for_data_parallel(head.bias) if head.bias is not None else None
+        logits = nn.functional.linear(hidden_states, gather_for_data_parallel(head.weight), bias).float()
     else:
         logits = head(hidden_states).float()
     scale = final_logit_scale(config)

@@ -11,6 +11,7 @@ the constant is still stored and is what scoring uses unless a reference model i
 """
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
 
@@ -60,14 +61,47 @@ def load_self_reward_config(path: str) -> SelfRewardConfig:
             "constant explicitly (see `trl-laser estimate-constant`)."
         )
     with open(file) as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{file} is not valid JSON ({error}); the file is corrupt or was cut short. Save the model again with "
+                "LaSeRGRPOTrainer, or delete the file and give the recipe explicitly."
+            ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{file} must hold a JSON object, not {type(data).__name__}; it was not written by trl-laser."
+        )
     known = {f.name for f in fields(SelfRewardConfig)}
     missing = {"token", "token_id", "beta", "ref_constant"} - data.keys()
     if missing:
         raise ValueError(f"{file} is missing the field(s) {sorted(missing)}; it was not written by trl-laser.")
-    if data.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
-        raise ValueError(f"{file} has format_version {data['format_version']}; upgrade trl-laser to read it.")
+    version = data.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{file} has format_version {version!r}; upgrade trl-laser to read it.")
+    _check_recipe_values(data, file)
     return SelfRewardConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_recipe_values(data: dict, file: str):
+    problems = []
+    if not isinstance(data["token"], (str, int)) or isinstance(data["token"], bool):
+        problems.append(f"token must be a token string or id, got {data['token']!r}")
+    if not isinstance(data["token_id"], int) or isinstance(data["token_id"], bool) or data["token_id"] < 0:
+        problems.append(f"token_id must be a non-negative integer, got {data['token_id']!r}")
+    if not _is_number(data["beta"]) or data["beta"] <= 0:
+        problems.append(f"beta must be a positive number, got {data['beta']!r}")
+    if not _is_number(data["ref_constant"]) or data["ref_constant"] > 0:
+        problems.append(f"ref_constant must be a finite log-probability (<= 0), got {data['ref_constant']!r}")
+    if problems:
+        raise ValueError(
+            f"{file} is corrupt: {'; '.join(problems)}. Save the model again with LaSeRGRPOTrainer, or fix the file "
+            "(`trl-laser estimate-constant` measures ref_constant)."
+        )
 
 
 def resolve_self_reward_config(

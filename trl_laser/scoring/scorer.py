@@ -111,14 +111,40 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, str | None]
     return text[: best[0] + len(best[1])], best[1]
 
 
+def looks_like_local_path(name: str) -> bool:
+    """Whether `name` can only mean a local path: absolute, starting with `.` or `~`, a Windows path, or with more
+    than one `/` (a Hub id is `name` or `owner/name`)."""
+    return (
+        os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
+    )
+
+
+def check_model_path(name: str) -> str:
+    """Raise a FileNotFoundError naming the fix when `name` is meant as a local model directory that does not exist
+    (so that a mistyped path is never sent to the Hub as a repository id); returns `name`."""
+    if os.path.exists(os.path.expanduser(name)):
+        if not os.path.isdir(os.path.expanduser(name)):
+            raise NotADirectoryError(f"{name!r} is a file; pass the model directory that holds config.json.")
+        return name
+    if looks_like_local_path(name):
+        raise FileNotFoundError(
+            f"Model directory {name!r} does not exist. Check the path (a Hub model id looks like 'owner/name')."
+        )
+    return name
+
+
 def load_pretrained(path: str, backend: str = "transformers", **model_kwargs):
     """The model and tokenizer at `path`: a transformers causal LM (float32 on CPU, the checkpoint's dtype on a GPU,
     in eval mode) or, with `backend="vllm"`, a `vllm.LLM` with prefix caching. `model_kwargs` go to the loader."""
+    check_model_path(path)
     if backend == "vllm":
         try:
             from vllm import LLM
         except ImportError:
             raise ImportError("backend='vllm' needs vLLM: `pip install trl-laser[vllm]` (GPU only).") from None
+        if _vllm_accepts_logprobs_mode():
+            # scores are read from the log-probs vLLM returns: ask for the raw ones explicitly (see `vllm_scoring_params`)
+            model_kwargs.setdefault("logprobs_mode", RAW_LOGPROBS)
         llm = LLM(model=path, enable_prefix_caching=True, **model_kwargs)
         return llm, llm.get_tokenizer()
     if backend != "transformers":
@@ -171,6 +197,8 @@ class SelfRewardScorer:
         if config is None and isinstance(path, str) and os.path.isfile(os.path.join(path, SELF_REWARD_CONFIG_NAME)):
             config = load_self_reward_config(path)
         self.config = None if config is None else self._resolve_token(config)
+        if self.is_vllm and self.config is not None:
+            check_vllm_logprobs_mode(model)
         if self.config is None:
             logger.info("No scoring recipe (self_reward_config.json) for this model: completions come without scores.")
 
@@ -179,10 +207,11 @@ class SelfRewardScorer:
         cls, path: str, config: SelfRewardConfig | None = None, backend: str = "transformers", **model_kwargs
     ) -> "SelfRewardScorer":
         """Load the model at `path` (see `load_pretrained`) with its scoring recipe: `config`, else the LaSeR
-        metadata saved with the model."""
-        model, tokenizer = load_pretrained(path, backend, **model_kwargs)
-        if config is None and backend == "vllm" and os.path.isfile(os.path.join(path, SELF_REWARD_CONFIG_NAME)):
+        metadata saved with the model. The metadata is read, and checked, before the model is loaded."""
+        check_model_path(path)
+        if config is None and os.path.isfile(os.path.join(path, SELF_REWARD_CONFIG_NAME)):
             config = load_self_reward_config(path)
+        model, tokenizer = load_pretrained(path, backend, **model_kwargs)
         return cls(model, tokenizer, config)
 
     # ----------------------------------------------------------------------------------------------------------------
@@ -381,7 +410,7 @@ class SelfRewardScorer:
         ]
 
     # ----------------------------------------------------------------------------------------------------------------
-    # vLLM (optional; GPU only, not exercised by the CPU test suite)
+    # vLLM (optional; GPU only: the request building and parsing are tested with stand-ins on CPU)
 
     def _vllm_generate(self, prompt_ids, num_samples, max_new_tokens, temperature, top_p, top_k, seed, stop):
         from vllm import SamplingParams
@@ -431,8 +460,70 @@ class SelfRewardScorer:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(max_tokens=1, temperature=1.0, allowed_token_ids=[token_id], logprobs=0)
         outputs = self.model.generate(
-            [TokensPrompt(prompt_token_ids=list(s)) for s in sequences], params, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=list(s)) for s in sequences],
+            vllm_scoring_params(SamplingParams, token_id),
+            use_tqdm=False,
         )
-        return [output.outputs[0].logprobs[0][token_id].logprob for output in outputs]
+        return parse_vllm_scores(outputs, token_id)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# vLLM scoring request: one forced token per sequence
+
+RAW_LOGPROBS = "raw_logprobs"
+
+
+def _vllm_accepts_logprobs_mode() -> bool:
+    from vllm.engine.arg_utils import EngineArgs
+
+    return "logprobs_mode" in getattr(EngineArgs, "__dataclass_fields__", {})
+
+
+def vllm_logprobs_mode(llm) -> str:
+    """The `logprobs_mode` a `vllm.LLM` was built with (vLLM versions without the option return raw log-probs)."""
+    config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+    mode = getattr(config, "logprobs_mode", RAW_LOGPROBS)
+    return str(getattr(mode, "value", mode))
+
+
+def check_vllm_logprobs_mode(llm) -> None:
+    """The score needs the raw log-probs (`logprobs_mode="raw_logprobs"`, vLLM's default): the one-token request forces
+    z_c with `allowed_token_ids`, and in the "processed" modes the returned value is computed after that mask (always
+    0) or after temperature; "raw_logits" returns an unnormalised logit."""
+    mode = vllm_logprobs_mode(llm)
+    if mode != RAW_LOGPROBS:
+        raise ValueError(
+            f"This vllm.LLM returns logprobs_mode={mode!r}; the self-reward score needs log π(z_c) from the raw "
+            f"logits. Build it with `vllm.LLM(..., logprobs_mode={RAW_LOGPROBS!r})` (the default), or load it with "
+            "`SelfRewardScorer.from_pretrained(path, backend='vllm')`, which does."
+        )
+
+
+def vllm_scoring_params(sampling_params_class, token_id: int):
+    """The one-token request that reads log π(z_c | sequence): sample exactly one token, forced to z_c by
+    `allowed_token_ids`, at temperature 1, returning the sampled token's log-prob (`logprobs=0`). With raw log-probs
+    the value is computed before the mask and the temperature, so it is the untempered log π(z_c)."""
+    return sampling_params_class(max_tokens=1, temperature=1.0, allowed_token_ids=[token_id], logprobs=0)
+
+
+def parse_vllm_scores(outputs, token_id: int) -> list[float]:
+    """log π(z_c) from the outputs of `vllm_scoring_params` requests, one per sequence, with the checks that catch a
+    request vLLM did not honour (another token sampled, no log-probs returned, a value that is no log-probability)."""
+    values = []
+    for index, output in enumerate(outputs):
+        sample = output.outputs[0]
+        if list(sample.token_ids) != [token_id] or not sample.logprobs:
+            raise RuntimeError(
+                f"The vLLM scoring request {index} returned tokens {list(sample.token_ids)} with "
+                f"{'no' if not sample.logprobs else 'some'} log-probs; expected exactly z_c (id {token_id}) and its "
+                "log-prob. This vLLM version may not support `allowed_token_ids` with `logprobs`."
+            )
+        value = sample.logprobs[0][token_id].logprob
+        if not (math.isfinite(value) and value <= 0):
+            raise RuntimeError(
+                f"The vLLM scoring request {index} returned {value} for log π(z_c), which is no log-probability; "
+                f"build the LLM with logprobs_mode={RAW_LOGPROBS!r}."
+            )
+        values.append(float(value))
+    return values

@@ -141,6 +141,12 @@ def resolve_self_reward_token(
             f"self_reward_token={string!r} (id {token_id}) shares its output-embedding row with another token: "
             "training its logit moves the other's too. 'auto' picks a token without such a twin."
         )
+    if token_id not in _special_token_ids(tokenizer):
+        logger.warning(
+            f"self_reward_token={string!r} (id {token_id}) is an ordinary token that the model writes in text. z_c "
+            "must be a token the policy never emits: training its probability would change what the model writes, "
+            "and its score would mix with its use in text. Use 'auto' or a reserved special token."
+        )
     if token_id in template_ids:
         raise ValueError(
             f"self_reward_token={string!r} (id {token_id}) is written by the chat template, so the model reads and "

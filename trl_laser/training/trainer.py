@@ -13,6 +13,7 @@ from trl.trainer.utils import get_config_model_id, use_adapter
 from ..scoring.during_generation import generate_with_log_probs
 from ..scoring.readout import capture_hidden_states, eos_positions, token_log_probs
 from ..scoring.recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
+from ..scoring.scorer import check_model_path
 from ..scoring.token import resolve_self_reward_token
 from .config import LaSeRConfig
 from .self_reward import (
@@ -132,14 +133,10 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                     "environment output, and the self-reward position after the model's own EOS is not defined there. "
                     "Use GRPOTrainer for that run, or single-turn completions."
                 )
+        if isinstance(model, str):
+            check_model_path(model)  # a mistyped local directory is not sent to the Hub as a repository id
         if not args.reads_self_reward:
             return
-        num_funcs = len(reward_funcs) if isinstance(reward_funcs, list) else 1
-        if num_funcs > 1 and args.self_reward_target is None:
-            raise ValueError(
-                f"With {num_funcs} reward functions, LaSeR needs to know which one is the verifier reward r_v: set "
-                "`self_reward_target` to its name (the function's __name__, or the model id of a reward model)."
-            )
         is_peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
         if args.self_reward_use_ref_model and args.beta == 0.0 and not is_peft:
             raise ValueError(
@@ -149,8 +146,15 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             )
 
     def _resolve_target_index(self) -> int:
+        # Runs after GRPOTrainer's own argument validation, so that TRL's messages (e.g. about `reward_weights`)
+        # reach the user unchanged.
         names = list(self.reward_func_names)
         target = self.args.self_reward_target
+        if target is None and len(names) > 1 and self.args.reads_self_reward:
+            raise ValueError(
+                f"With {len(names)} reward functions, LaSeR needs to know which one is the verifier reward r_v: set "
+                f"`self_reward_target` to its name (one of {names})."
+            )
         if target is None:
             return 0
         if target not in names:
