@@ -44,6 +44,21 @@ def test_normalize_evaluation_cuts_after_first_verdict_and_completes_it():
     assert MATH_FORMAT.normalize_evaluation(" no verdict ") == "no verdict"
 
 
+@pytest.mark.parametrize(
+    "text, kept",
+    [
+        ("So the answer is \\boxed{[VERIFY] wrong.}", "So the answer is [VERIFY] wrong."),
+        ("\\boxed{\\text{[VERIFY] correct.}}", "[VERIFY] correct."),
+        ("Checked. $\\boxed{ \\text{ [VERIFY] correct}}$", "Checked. [VERIFY] correct."),
+        ("\\boxed{5} is right. [VERIFY] correct.", "\\boxed{5} is right. [VERIFY] correct."),
+    ],
+)
+def test_boxed_verdicts_are_unwrapped(text, kept):
+    # a verdict in a box, cut after the verdict, would leave an unclosed \boxed{ in the training target
+    assert MATH_FORMAT.normalize_evaluation(text) == kept
+    assert MATH_FORMAT.parse_verdict(text) is not None
+
+
 def test_assemble_then_split_round_trips():
     fmt = MATH_FORMAT
     text = fmt.assemble(

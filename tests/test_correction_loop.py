@@ -18,6 +18,28 @@ Scripted = FakeGenerator.scripted
 P1, P2, P3 = (f"Which number is larger, {a} or {b}?" for a, b in [(31, 17), (45, 72), (10, 99)])
 
 
+def _words(prompt, prefix):
+    # FakeGenerator's tokens are words; without a tokenizer the loop counts the prompt's messages and the prefix
+    return sum(len(m["content"].split()) for m in TASK.build_prompt(prompt)) + len(prefix.split())
+
+
+class ScoredFake(FakeGenerator):
+    """A scripted generator whose finished completions carry a score, as `SelfRewardScorer.generate` gives them."""
+
+    def __init__(self, script, score_of):
+        super().__init__(FakeGenerator.scripted(script).respond)
+        self.score_of = score_of
+        self.stops = []
+
+    def generate(self, prompts, num_samples=1, max_new_tokens=256, *, assistant_prefixes=None, stop=None, **kw):
+        self.stops.append(stop)
+        outputs = super().generate(prompts, num_samples, max_new_tokens, assistant_prefixes=assistant_prefixes,
+                                   stop=stop, **kw)  # fmt: skip
+        for completion in (c for o in outputs for c in o.completions):
+            completion.score = self.score_of(completion.text) if completion.finished else None
+        return outputs
+
+
 def test_verbal_loop_stops_on_correct_revises_on_wrong_and_caps_attempts():
     gen = Scripted(
         {
@@ -25,13 +47,13 @@ def test_verbal_loop_stops_on_correct_revises_on_wrong_and_caps_attempts():
             P1: ["31\n\nSelf-evaluation: [VERIFY] correct.", " [VERIFY] correct."],
             # wrong, judged wrong, revised right
             P2: [
-                "45",
+                "45\n\nSelf-evaluation:",
                 " 45 is smaller. [VERIFY] wrong.",
                 " 72\n\nSelf-evaluation: [VERIFY] correct.",
                 " [VERIFY] correct.",
             ],
             # judged wrong twice, max_attempts=3 ends it after the third attempt (which is not judged)
-            P3: ["10", " [VERIFY] wrong.", " 10", " [VERIFY] wrong.", " 99"],
+            P3: ["10 Self-evaluation:", " [VERIFY] wrong.", " 10 Self-evaluation:", " [VERIFY] wrong.", " 99"],
         }
     )
     r1, r2, r3 = self_correct([P1, P2, P3], gen, TASK, mode="verbal", max_attempts=3)
@@ -46,17 +68,37 @@ def test_verbal_loop_stops_on_correct_revises_on_wrong_and_caps_attempts():
     assert r1.verification_tokens == 1 + 2
     assert r2.verification_tokens == (1 + 5) + (1 + 2)
     assert r3.verification_tokens == 2 * (1 + 2)
+    # ... and what the model processed for it: the evaluation call's prefill of prompt + trajectory + prefix, and
+    # the decoded evaluation
+    assert r1.verification_compute_tokens == _words(P1, "31" + EVAL_PREFIX) + 2
+    first = "45" + EVAL_PREFIX
+    second = "45\n\nSelf-evaluation: 45 is smaller. [VERIFY] wrong.\n\nRevision: 72" + EVAL_PREFIX
+    assert r2.verification_compute_tokens == (_words(P2, first) + 5) + (_words(P2, second) + 2)
     assert r2.revision_prompt_tokens == 1 and r3.revision_prompt_tokens == 2
     assert not any(r.format_broken for r in (r1, r2, r3))
     # the evaluation is generated in the trajectory's context: after the attempt and the evaluation prefix
-    assert "45" + EVAL_PREFIX in gen.prefixes
+    assert first in gen.prefixes
+
+
+def test_verbal_loop_no_self_evaluation_breaks_the_format_and_is_not_forced():
+    # The model ended its turn (EOS) or hit the token limit ("...") where a self-evaluation was due: the loop does
+    # not force one, it stops, and the format counts as broken (the first answer is final).
+    gen = Scripted({P1: ["31"], P2: ["45 and then ..."]})
+    r1, r2 = self_correct([P1, P2], gen, TASK, mode="verbal", max_attempts=2)
+    assert gen.requests == 2  # the two first attempts; no evaluation was asked for
+    for r, answer in ((r1, "31"), (r2, "45")):
+        assert r.format_broken and r.verdicts == [] and r.num_attempts == 1 and r.final_answer == answer
+        assert r.verification_tokens == r.verification_compute_tokens == 0
+    # with a single allowed attempt no self-evaluation is due: ending the turn is not a format break
+    (r,) = self_correct([P1], Scripted({P1: ["31"]}), TASK, mode="verbal", max_attempts=1)
+    assert not r.format_broken and r.final_answer == "31"
 
 
 def test_verbal_loop_broken_format_keeps_first_answer():
     gen = Scripted(
         {
-            P1: ["17", " I am not sure."],  # no verdict: stop, first answer final
-            P2: ["45", " [VERIFY] wrong.", " I give up"],  # revision without answer: first answer final
+            P1: ["17 Self-evaluation:", " I am not sure."],  # no verdict: stop, first answer final
+            P2: ["45 Self-evaluation:", " [VERIFY] wrong.", " I give up"],  # revision without answer: first answer
         }
     )
     r1, r2 = self_correct([P1, P2], gen, TASK, mode="verbal", max_attempts=2)
@@ -71,37 +113,41 @@ def test_single_attempt_is_never_judged():
 
 
 def test_laser_loop_revises_only_when_score_at_most_threshold():
-    gen = Scripted({P1: ["31"], P2: ["45", " 72"], P3: ["99\n\nSelf-evaluation: [VERIFY] wrong.", " 99"]})
-    calls = []
-
-    def score_fn(prompts, completions):
-        calls.append(list(completions))
-        table = {"31": 0.9, "45": 0.2, "99": 0.5}
-        return [table.get(c) for c in completions]
-
-    r1, r2, r3 = self_correct([P1, P2, P3], gen, TASK, mode="laser", max_attempts=2, threshold=0.5, score_fn=score_fn)
-    assert calls == [["31", "45", "99"]]  # one scoring call, on the first attempts; the last attempt is not scored
+    table = {"31": 0.9, "45": 0.2, "99\n\nSelf-evaluation: [VERIFY] wrong.": 0.5}
+    gen = ScoredFake({P1: ["31"], P2: ["45", " 72"], P3: ["99\n\nSelf-evaluation: [VERIFY] wrong.", " 99"]},
+                     table.get)  # fmt: skip
+    r1, r2, r3 = self_correct([P1, P2, P3], gen, TASK, mode="laser", max_attempts=2, threshold=0.5)
     assert (r1.attempts, r1.verdicts, r1.scores, r1.final_answer) == (["31"], ["correct"], [0.9], "31")
     assert (r2.attempts, r2.verdicts, r2.final_answer) == (["45", "72"], ["wrong"], "72")
-    # exactly at the threshold means "revise"; the model's own verdict text was cut off and never generated
+    # exactly at the threshold means "revise"; the model's own verdict text is not part of the attempt
     assert r3.verdicts == ["wrong"] and r3.attempts[0] == "99"
+    # attempts run to their EOS (the score is read there); only a revision started by the model itself is stopped
+    assert gen.stops[0] == ["Revision:"]
     # the loop writes the "wrong" verdict into the context, so the revision sees what it saw in training
     assert "45\n\nSelf-evaluation: [VERIFY] wrong.\n\nRevision:" in gen.prefixes
+    assert r2.trajectory == "45\n\nSelf-evaluation: [VERIFY] wrong.\n\nRevision: 72"
     assert r1.verification_tokens == r2.verification_tokens == 1
+    # one decode step per judgement, plus the model's own evaluation text written before the EOS (r3: 2 words)
+    assert r1.verification_compute_tokens == r2.verification_compute_tokens == 1
+    assert r3.verification_compute_tokens == 1 + 2
     assert r2.revision_prompt_tokens == len("Self-evaluation: [VERIFY] wrong. Revision:".split())
 
 
 def test_laser_loop_unscorable_attempt_stops():
-    gen = Scripted({P1: ["17"]})
-    (r,) = self_correct([P1], gen, TASK, mode="laser", score_fn=lambda p, c: [None])
-    assert r.format_broken and r.final_answer == "17" and r.num_attempts == 1
-
-
-def test_laser_loop_scores_with_the_generating_model_by_default():
-    scored = []
-    gen = Scripted({P1: ["17", " 31"]}, score=lambda prompts, completions: scored.extend(completions) or [0.0])
+    # cut by the token limit: no EOS, no score
+    gen = ScoredFake({P1: ["17 and ..."]}, lambda text: 0.0)
     (r,) = self_correct([P1], gen, TASK, mode="laser")
-    assert scored == ["17"] and r.verdicts == ["wrong"] and r.final_answer == "31"
+    assert r.format_broken and r.final_answer == "17" and r.num_attempts == 1 and r.scores == [None]
+
+
+def test_laser_loop_reads_the_scores_of_generation_by_default():
+    gen = ScoredFake({P1: ["17", " 31"]}, lambda text: 0.0)
+    (r,) = self_correct([P1], gen, TASK, mode="laser")
+    assert r.scores == [0.0] and r.verdicts == ["wrong"] and r.final_answer == "31"
+    seen = []
+    (r,) = self_correct([P1], Scripted({P1: ["17"]}), TASK, mode="laser",
+                        score_fn=lambda prompts, completions: seen.extend(c.text for c in completions) or [0.9])  # fmt: skip
+    assert seen == ["17"] and r.verdicts == ["correct"]
 
 
 def test_argument_checks():
@@ -114,9 +160,9 @@ def test_argument_checks():
 def test_metrics_as_in_the_method():
     gen = Scripted(
         {
-            P1: ["31", " [VERIFY] correct."],  # c→c, verdict right
-            P2: ["45", " [VERIFY] wrong.", " 72"],  # i→c, verdict right
-            P3: ["99", " [VERIFY] wrong.", " 10"],  # c→i, verdict wrong
+            P1: ["31 Self-evaluation:", " [VERIFY] correct."],  # c→c, verdict right
+            P2: ["45 Self-evaluation:", " [VERIFY] wrong.", " 72"],  # i→c, verdict right
+            P3: ["99 Self-evaluation:", " [VERIFY] wrong.", " 10"],  # c→i, verdict wrong
         }
     )
     results = self_correct([P1, P2, P3], gen, TASK, mode="verbal")
@@ -132,10 +178,11 @@ def test_metrics_as_in_the_method():
 
 
 def test_evaluate_correction_writes_records(tmp_path):
-    gen = Scripted({P1: ["17"], P2: ["72"]}, score=lambda p, c: [0.9] * len(c))
+    gen = ScoredFake({P1: ["17"], P2: ["72"]}, lambda text: 0.9)
     metrics = evaluate_correction(gen, [P1, P2], ["31", "72"], TASK, mode="laser", output_dir=str(tmp_path))
     assert metrics["mode"] == "laser" and metrics["turn1_accuracy"] == 0.5 and metrics["avg_attempts"] == 1
     assert metrics["verdict_acc_correct"] == 1.0 and metrics["verdict_acc_incorrect"] == 0.0
     records = [json.loads(line) for line in open(tmp_path / "records.jsonl")]
     assert [r["final_correct"] for r in records] == [False, True] and records[0]["scores"] == [0.9]
-    assert json.load(open(tmp_path / "metrics.json"))["verification_tokens_per_problem"] == 1
+    saved = json.load(open(tmp_path / "metrics.json"))
+    assert saved["verification_tokens_per_problem"] == saved["verification_compute_tokens_per_problem"] == 1

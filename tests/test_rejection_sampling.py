@@ -37,6 +37,22 @@ def test_label_attempts_leaves_truncated_out():
     assert label_attempts(attempts, "5", MATH_TASK) == [True, False, None]
 
 
+def test_attempts_without_an_answer_are_not_wrong_attempts():
+    # no extractable answer: not a wrong first attempt to be revised (a D1 row) but no attempt at all
+    attempts = [done("I think it is five."), done("\\boxed{4}"), done("The answer is \\boxed{")]
+    assert label_attempts(attempts, "5", MATH_TASK) == [None, False, None]
+
+
+def test_boxed_verdicts_are_kept_unwrapped():
+    stats = Counter()
+    kept = select_evaluations(
+        [done("Wrong sign. \\boxed{[VERIFY] wrong.}"), done("$\\boxed{\\text{[VERIFY] wrong.}}$")],
+        label=False, fmt=MATH_FORMAT, stats=stats,
+    )  # fmt: skip
+    assert kept == ["Wrong sign. [VERIFY] wrong.", "[VERIFY] wrong."] and stats["evaluation_kept_wrong"] == 2
+    assert not any("boxed" in text for text in kept)
+
+
 def test_select_evaluations_rules():
     evaluations = [
         done("Looks right. [VERIFY] correct. Done."),  # kept, normalised

@@ -5,6 +5,7 @@ the LaSeR last-token score.
 - `format`: the trajectory format (data; each task carries its wording as `Task.correction`),
 - `rejection_sampling`: stage 1 data (sequential rejection sampling → a dataset for TRL's `SFTTrainer`),
 - `rewards`: the stage-2 reward on the last answer of a trajectory,
+- `laser`: the LaSeR variant's attempts: their context, training rows and reward (where the score is trained and read),
 - `loop`: `self_correct`, the verbal and the LaSeR loops (generation and scoring by `SelfRewardScorer`),
 - `evaluation`: the method's metrics and `evaluate_correction`.
 """
@@ -26,6 +27,10 @@ _EXPORTS = {
     "select_revisions": "rejection_sampling",
     "final_answer": "rewards",
     "make_trajectory_reward": "rewards",
+    "attempt_prefix": "laser",
+    "attempt_prompt_text": "laser",
+    "attempt_rows": "laser",
+    "make_attempt_reward": "laser",
     "CorrectionResult": "loop",
     "self_correct": "loop",
     "correction_metrics": "evaluation",
@@ -40,9 +45,13 @@ __all__ = [
     "CorrectionResult",
     "RejectionSamplingConfig",
     "assemble_trajectories",
+    "attempt_prefix",
+    "attempt_prompt_text",
+    "attempt_rows",
     "correction_metrics",
     "evaluate_correction",
     "final_answer",
+    "make_attempt_reward",
     "make_trajectory_reward",
     "run_rejection_sampling",
     "select_evaluations",
@@ -53,6 +62,7 @@ __all__ = [
 if TYPE_CHECKING:
     from .evaluation import correction_metrics, evaluate_correction
     from .format import CORRECT, WRONG, Attempt, CorrectionFormat
+    from .laser import attempt_prefix, attempt_prompt_text, attempt_rows, make_attempt_reward
     from .loop import CorrectionResult, self_correct
     from .rejection_sampling import (
         RejectionSamplingConfig,

@@ -9,9 +9,12 @@ Over problems:
 - `verdict_acc_correct` / `verdict_acc_incorrect`: how often the first attempt's verdict was right, among correct and
   among incorrect first attempts (a missing verdict counts as not right),
 - `avg_attempts`, `format_broken_rate`,
-- `verification_tokens_per_problem`: what the verdicts cost (verbal: evaluation prefix + generated evaluation;
-  LaSeR: 1 token per scored attempt), next to `generated_tokens_per_problem` and
-  `revision_prompt_tokens_per_problem`.
+- `verification_tokens_per_problem`: the tokens of the verdicts (verbal: evaluation prefix + generated evaluation;
+  LaSeR: 1 token per scored attempt),
+- `verification_compute_tokens_per_problem`: the tokens the model processes to reach its verdicts, prefill + decode
+  (verbal: the evaluation call's prefill of prompt + trajectory + evaluation prefix, and the decoded evaluation;
+  LaSeR: the one decode step fed with each judged attempt's EOS, on the generation cache, plus any text written
+  after the answer), next to `generated_tokens_per_problem` and `revision_prompt_tokens_per_problem`.
 """
 
 import json
@@ -54,6 +57,7 @@ def correction_metrics(results: Sequence[CorrectionResult], answers: Sequence[st
         "avg_attempts": _mean([r.num_attempts for r in results]),
         "format_broken_rate": _mean([r.format_broken for r in results]),
         "verification_tokens_per_problem": _mean([r.verification_tokens for r in results]),
+        "verification_compute_tokens_per_problem": _mean([r.verification_compute_tokens for r in results]),
         "generated_tokens_per_problem": _mean([r.generated_tokens for r in results]),
         "revision_prompt_tokens_per_problem": _mean([r.revision_prompt_tokens for r in results]),
     }
@@ -74,7 +78,7 @@ def evaluate_correction(
     """Run a correction loop ("verbal" or "laser") greedily on `problems` and return `correction_metrics`.
 
     `generator` is a loaded `SelfRewardScorer` (for the LaSeR loop, with its scoring recipe): the same model
-    generates and scores. `score_fn` replaces its `score`. With `output_dir`, writes `records.jsonl` (one line per
+    generates and scores, the score of each attempt read during its generation. `score_fn` replaces those scores. With `output_dir`, writes `records.jsonl` (one line per
     problem: attempts, answers, verdicts, scores, token counts, correctness) and `metrics.json` there.
     """
     start = time.perf_counter()

@@ -21,6 +21,7 @@ A format is part of a task (`Task.correction`), so data generation, training and
 Everything here is overridable: `dataclasses.replace(task, correction=CorrectionFormat(...))`.
 """
 
+import re
 from dataclasses import dataclass
 
 
@@ -105,12 +106,21 @@ class CorrectionFormat:
         return verdicts[0][2] if len(verdicts) == 1 else None
 
     def normalize_evaluation(self, text: str) -> str:
-        """Cut a generated evaluation right after its first verdict and complete the verdict's final period."""
+        """Cut a generated evaluation right after its first verdict and complete the verdict's final period.
+
+        A verdict written inside a box (`\\boxed{[VERIFY] wrong.}`, `$\\boxed{\\text{[VERIFY] correct.}}$`) is
+        unwrapped: cutting after the verdict would otherwise leave an unclosed `\\boxed{` in the kept text, which
+        the fine-tuned model would learn, and which answer extraction would read as an answer.
+        """
         verdicts = self.find_verdicts(text)
         if not verdicts:
             return text.strip()
         start, _, verdict = verdicts[0]
-        return (text[:start] + self.verdict_text(verdict)).strip()
+        before = text[:start]
+        unwrapped = _VERDICT_WRAPPER.sub("", before)
+        if unwrapped != before:
+            before = unwrapped.rstrip() + " " if unwrapped.strip() else ""
+        return (before + self.verdict_text(verdict)).strip()
 
     # -- trajectories ----------------------------------------------------------------------------------------------
     def join(self, prefix: str, piece: str) -> str:
@@ -170,6 +180,10 @@ class Attempt:
 
     text: str
     verdict: str | None
+
+
+# Openers left in front of a verdict that the model put in a box, e.g. "$\\boxed{\\text{" (unwrapped).
+_VERDICT_WRAPPER = re.compile(r"\s*(?:\$\s*)?\\boxed\s*\{\s*(?:\\(?:text|textbf|mathrm)\s*\{\s*)?$")
 
 
 def _strip_cue(text: str, cue: str) -> str:

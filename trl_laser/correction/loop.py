@@ -3,16 +3,23 @@
 Both loops write one trajectory per problem in the format of `trl_laser.correction.format` and stop after at most
 `max_attempts` attempts:
 
-- verbal ("verbal"): after each attempt the model writes a self-evaluation (the loop appends the evaluation prefix
-  and lets the model generate up to its verdict); "[VERIFY] correct." stops, "[VERIFY] wrong." asks for a revision.
-  An evaluation without a verdict breaks the format: the loop stops and the first answer counts as final.
-- LaSeR ("laser"): after each attempt, the scorer gives the last-token self-reward r_s of the trajectory so far;
-  r_s > threshold stops, r_s ≤ threshold asks for a revision.
-  The loop writes the "wrong" verdict into the trajectory itself, so the revision is generated in the same context
-  as after a verbal "wrong" verdict, without generating a self-evaluation.
+- verbal ("verbal"): the model decides, as in the method's inference. An attempt is generated until the model starts
+  its self-evaluation (the evaluation prefix, a stop string); the loop then lets it write the evaluation up to its
+  verdict. "[VERIFY] correct." stops, "[VERIFY] wrong." asks for a revision. An attempt that ends the turn (EOS) or
+  is cut by the token limit without starting a self-evaluation, or an evaluation without a verdict, breaks the
+  format: the loop stops and the first answer counts as final.
+- LaSeR ("laser"): each attempt is generated to its EOS, in the context where LaSeR training put it (see
+  `trl_laser.correction.laser`), and the score r_s read after that EOS from the generation cache decides:
+  r_s > threshold stops, r_s ≤ threshold asks for a revision. The loop writes the "wrong" verdict into the context.
+  An attempt cut by the token limit has no last token and no score: the format is broken.
 
 The last allowed attempt is never judged: no verdict could change the answer any more. Generation and scoring go
 through one `SelfRewardScorer` (one loaded model); tests pass a fake with the same `generate` / `count_tokens`.
+
+Cost. `verification_tokens` counts the tokens of the verdicts themselves; `verification_compute_tokens` counts what
+the model processes to reach them (prefill + decode): for the verbal loop, the prefill of prompt + trajectory +
+evaluation prefix in the evaluation call and the decoded evaluation; for the LaSeR loop, one decode step per judged
+attempt (the step fed with the attempt's EOS), plus any text the model wrote after its answer before that EOS.
 """
 
 from collections.abc import Callable, Sequence
@@ -21,10 +28,12 @@ from dataclasses import dataclass, field
 from ..tasks.task import Task
 from ..training.self_reward import CORRECT_THRESHOLD
 from .format import CORRECT, WRONG
+from .laser import attempt_prefix, split_attempt
 
 
-ScoreFn = Callable[[list, list[str]], list[float | None]]
-"""`score_fn(prompts, completions) -> r_s per completion` (None when a completion cannot be scored)."""
+ScoreFn = Callable[[list, list], list[float | None]]
+"""`score_fn(prompts, completions) -> r_s per completion`: the `Completion`s of the attempts just generated (None
+when a completion cannot be scored). The default reads the score each completion carries from generation."""
 
 MODES = ("verbal", "laser")
 
@@ -40,10 +49,13 @@ class CorrectionResult:
             whether r_s > threshold); None where the model wrote no usable verdict.
         scores: the LaSeR score of each judged attempt (LaSeR loop only).
         trajectory: the whole assistant text, in the trajectory format.
-        format_broken: the model broke the format (no verdict, or a revision without an answer).
+        format_broken: the model broke the format (no self-evaluation or no verdict where one was due, an attempt
+            without a score, or a revision without an answer).
         final_answer: the answer that counts: the last attempt's, or the first one's when the format broke.
-        verification_tokens: tokens spent to obtain the verdicts: for the verbal loop the evaluation prefix written
-            into the context plus the generated evaluation; for the LaSeR loop one token per scored attempt.
+        verification_tokens: tokens of the verdicts: for the verbal loop the evaluation prefix written into the
+            context plus the generated evaluation; for the LaSeR loop one token per scored attempt.
+        verification_compute_tokens: tokens the model processed to reach its verdicts, prefill + decode (see the
+            module docstring).
         generated_tokens: all tokens the model generated (attempts and evaluations).
         revision_prompt_tokens: tokens written into the context to ask for revisions (the revision prefix, and for the
             LaSeR loop also the evaluation prefix and the "wrong" verdict it inserts).
@@ -57,12 +69,25 @@ class CorrectionResult:
     format_broken: bool = False
     final_answer: str | None = None
     verification_tokens: int = 0
+    verification_compute_tokens: int = 0
     generated_tokens: int = 0
     revision_prompt_tokens: int = 0
 
     @property
     def num_attempts(self) -> int:
         return len(self.attempts)
+
+
+def _cached_scores(prompts, completions) -> list[float | None]:
+    return [c.score for c in completions]
+
+
+def _context_tokens(generator, prompt, prefix: str) -> int:
+    """Tokens of a prompt with an assistant prefix, as the generator feeds them (its prefill)."""
+    encode = getattr(generator, "encode_prompt", None)
+    if encode is not None:
+        return len(encode(prompt, prefix))
+    return sum(generator.count_tokens(m["content"]) for m in prompt) + generator.count_tokens(prefix)
 
 
 def _attempt_text(completion) -> str:
@@ -87,67 +112,82 @@ def self_correct(
 
     Args:
         problems: problem texts (posed with `task.build_prompt`) or ready conversations.
-        generator: a `SelfRewardScorer`: it generates, and in the LaSeR loop it scores (`generator.score`).
+        generator: a `SelfRewardScorer`: it generates, and in the LaSeR loop its completions carry their scores.
         task: the task: its answers and its correction format (the one the model was trained on).
         mode: "verbal" (the model's own verdict decides) or "laser" (the LaSeR score decides).
         max_attempts: attempts per problem, the first included (the method evaluates 2).
         threshold: the LaSeR loop revises when r_s ≤ threshold.
-        score_fn: replaces `generator.score` in the LaSeR loop: `score_fn(prompts, completions) -> list[r_s | None]`.
+        score_fn: replaces the scores read during generation in the LaSeR loop (see `ScoreFn`).
         temperature: sampling temperature of attempts and evaluations (0: greedy, as the method evaluates).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}.")
-    if mode == "laser" and score_fn is None:
-        score_fn = generator.score
+    score_fn = score_fn or _cached_scores
     fmt = task.correction
     prompts = [task.build_prompt(p) if isinstance(p, str) else list(p) for p in problems]
     results = [CorrectionResult() for _ in prompts]
     active = list(range(len(prompts)))
-    attempt_stop = [fmt.evaluation_prefix.strip()]
+    # verbal: an attempt ends where the model starts its self-evaluation; LaSeR: at its EOS (a model that starts a
+    # revision by itself is stopped there: that completion has no score)
+    attempt_stop = [fmt.evaluation_prefix.strip()] if mode == "verbal" else [fmt.revision_prefix.strip()]
     evaluation_cost = generator.count_tokens(fmt.evaluation_prefix)
 
     for k in range(max_attempts):
         if not active:
             break
+        judged = k < max_attempts - 1
+        if mode == "verbal":
+            prefixes = [results[i].trajectory for i in active]
+        else:
+            prefixes = [attempt_prefix(fmt, results[i].attempts) for i in active]
         outputs = generator.generate(
             [prompts[i] for i in active],
             max_new_tokens=max_new_tokens,
             temperature=temperature,
-            assistant_prefixes=[results[i].trajectory for i in active],
+            assistant_prefixes=prefixes,
             stop=attempt_stop,
         )
-        for i, samples in zip(active, outputs, strict=True):
-            r, out = results[i], samples.completions[0]
-            attempt = _attempt_text(out)
+        completions = [samples.completions[0] for samples in outputs]
+        for i, prefix, out in zip(active, prefixes, completions, strict=True):
+            r = results[i]
+            if mode == "verbal":
+                attempt = _attempt_text(out)
+            else:
+                attempt = split_attempt(out.text, fmt)[0]
             r.attempts.append(attempt)
             r.answers.append(task.extract_answer(attempt))
             r.generated_tokens += out.num_tokens
-            r.trajectory = attempt if k == 0 else fmt.join(r.trajectory, attempt)
+            r.trajectory = prefix + (attempt if k == 0 else fmt.separator + attempt)
             if k > 0 and r.answers[-1] is None:
                 r.format_broken = True  # a revision without an answer
+            elif mode == "verbal" and judged and out.stop is None:
+                r.format_broken = True  # the turn ended (EOS or token limit) where a self-evaluation was due
         # The last allowed attempt is not judged, nor one that broke the format.
-        active = [i for i in active if k < max_attempts - 1 and not results[i].format_broken]
+        keep = [n for n, i in enumerate(active) if judged and not results[i].format_broken]
+        active, completions = [active[n] for n in keep], [completions[n] for n in keep]
         if not active:
             break
 
         if mode == "verbal":
+            eval_prefixes = [results[i].trajectory + fmt.evaluation_prefix for i in active]
             outputs = generator.generate(
                 [prompts[i] for i in active],
                 max_new_tokens=evaluation_max_new_tokens,
                 temperature=temperature,
-                assistant_prefixes=[results[i].trajectory + fmt.evaluation_prefix for i in active],
+                assistant_prefixes=eval_prefixes,
                 stop=list(fmt.verdict_stems.values()),
             )
             verdicts = []
-            for i, samples in zip(active, outputs, strict=True):
+            for i, prefix, samples in zip(active, eval_prefixes, outputs, strict=True):
                 r, out = results[i], samples.completions[0]
                 verdict = fmt.parse_verdict(out.text)
                 verdicts.append(verdict)
                 r.verdicts.append(verdict)
                 r.generated_tokens += out.num_tokens
                 r.verification_tokens += evaluation_cost + out.num_tokens
+                r.verification_compute_tokens += _context_tokens(generator, prompts[i], prefix) + out.num_tokens
                 if verdict is None:
                     r.format_broken = True
                     continue
@@ -156,20 +196,23 @@ def self_correct(
                     r.trajectory += fmt.revision_prefix
                     r.revision_prompt_tokens += generator.count_tokens(fmt.revision_prefix)
         else:
-            scores = score_fn([prompts[i] for i in active], [results[i].trajectory for i in active])
+            scores = score_fn([prompts[i] for i in active], completions)
             verdicts = []
-            for i, score in zip(active, scores, strict=True):
+            for i, out, score in zip(active, completions, scores, strict=True):
                 r = results[i]
                 r.scores.append(score)
-                r.verification_tokens += 1
                 verdict = None if score is None else CORRECT if score > threshold else WRONG
                 verdicts.append(verdict)
                 r.verdicts.append(verdict)
                 if verdict is None:
                     r.format_broken = True
-                elif verdict == WRONG:
+                    continue
+                r.verification_tokens += 1
+                # The decode step fed with the EOS, and whatever the model wrote after its answer before that EOS.
+                after_answer = out.num_tokens - int(out.finished) - generator.count_tokens(r.attempts[-1])
+                r.verification_compute_tokens += 1 + max(after_answer, 0)
+                if verdict == WRONG:
                     inserted = fmt.join(fmt.evaluation_prefix, fmt.wrong_verdict) + fmt.revision_prefix
-                    r.trajectory += inserted
                     r.revision_prompt_tokens += generator.count_tokens(inserted)
         # Only a "wrong" verdict asks for another attempt.
         active = [i for i, verdict in zip(active, verdicts, strict=True) if verdict == WRONG]

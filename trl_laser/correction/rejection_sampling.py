@@ -2,9 +2,10 @@
 
 For every problem (with a ground-truth answer):
 
-1. sample first attempts and label each with the verifier (final answer vs. ground truth);
+1. sample first attempts and label each with the verifier (final answer vs. ground truth); attempts cut by the token
+   limit or without an extractable answer are skipped (they are no wrong answer to correct);
 2. sample self-evaluations of each attempt; keep one only if it holds exactly one verdict and the verdict agrees with
-   the label;
+   the label (a verdict written in a box is unwrapped);
 3. sample revisions of wrong attempts (after a kept "wrong" evaluation) and of correct attempts (after a forced
    "wrong" verdict, so the model learns not to break a right answer); keep the correct ones;
 4. assemble at most one trajectory per first attempt, of three types, capped per problem and type:
@@ -75,8 +76,12 @@ class RejectionSamplingConfig:
 
 
 def label_attempts(attempts: list[Completion], answer: str, task: Task) -> list[bool | None]:
-    """Verifier label of each first attempt; None for an attempt cut by the token limit (it is not used)."""
-    return [task.is_correct(a.text, answer) if a.finished else None for a in attempts]
+    """Verifier label of each first attempt; None for an attempt that is not used: one cut by the token limit, or
+    one without an extractable answer (not a wrong attempt to revise but no attempt at all; the method skips it)."""
+    return [
+        task.is_correct(a.text, answer) if a.finished and task.extract_answer(a.text) is not None else None
+        for a in attempts
+    ]
 
 
 def select_evaluations(
@@ -210,7 +215,8 @@ def sample_batch(
     for p, samples, s in zip(problems, attempts, stats, strict=True):
         outs = samples.completions
         labels = label_attempts(outs, p["answer"], task)
-        s["attempt_truncated"] += labels.count(None)
+        s["attempt_truncated"] += sum(not o.finished for o in outs)
+        s["attempt_no_answer"] += sum(o.finished and label is None for o, label in zip(outs, labels, strict=True))
         s["attempt_correct"] += labels.count(True)
         s["attempt_incorrect"] += labels.count(False)
         pieces.append([AttemptPieces(o.text.strip(), label, [], []) for o, label in zip(outs, labels, strict=True)])
