@@ -155,7 +155,8 @@ def optimizer_step(trainer, batches) -> float:
 def measure_loss_part(model: str, args, tmp: str) -> None:
     """Loss forward + backward of the same batches: GRPO's `_compute_loss` vs LaSeR's, interleaved."""
     trainer, batches = build("laser", model, f"{tmp}/loss", args, num_iterations=1)
-    batch = trainer._generate_and_score_completions(next(batches))
+    # One micro-batch, as `training_step` gets it (TRL generates the whole generation batch and splits it).
+    batch = trainer._prepare_inputs(next(batches))
     trainer.current_gradient_accumulation_steps = 1
     sides = {"grpo": lambda m, b: GRPOTrainer._compute_loss(trainer, m, b), "laser": trainer._compute_loss}
     times = {name: [] for name in sides}
