@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from ..tasks.answers import completion_text
 from ..tasks.task import Task
 from .format import CorrectionFormat
+from .rewards import cut_before_eos
 
 
 def attempt_prefix(fmt: CorrectionFormat, previous_attempts: Sequence[str]) -> str:
@@ -65,11 +66,7 @@ def make_attempt_reward(task: Task, eos_token_ids: Sequence[int] | None = None) 
     def attempt_reward(completions, answer, completion_ids=None, **kwargs) -> list[float]:
         rewards = []
         for i, (completion, gold) in enumerate(zip(completions, answer, strict=True)):
-            truncated = (
-                bool(eos)
-                and completion_ids is not None
-                and (len(completion_ids[i]) == 0 or int(completion_ids[i][-1]) not in eos)
-            )
+            truncated = cut_before_eos(completion_ids, i, eos)
             attempt, single = split_attempt(completion_text(completion), fmt)
             rewards.append(float(not truncated and single and task.is_correct(attempt, gold)))
         return rewards

@@ -21,6 +21,15 @@ def final_answer(trajectory: str, task: Task) -> str | None:
     return task.extract_answer(attempts[-1].text) if attempts else None
 
 
+def cut_before_eos(completion_ids, row: int, eos_token_ids: set[int]) -> bool:
+    """Whether TRL's completion `row` did not end with one of `eos_token_ids` (cut by the length limit). False when
+    either is unknown (no EOS ids given, or TRL passed no `completion_ids`)."""
+    if not eos_token_ids or completion_ids is None:
+        return False
+    ids = completion_ids[row]
+    return len(ids) == 0 or int(ids[-1]) not in eos_token_ids
+
+
 def make_trajectory_reward(task: Task, eos_token_ids: Sequence[int] | None = None) -> Callable[..., list[float]]:
     """A reward function with TRL's signature, `f(completions, answer, **kwargs) -> list[float]`.
 
@@ -33,11 +42,7 @@ def make_trajectory_reward(task: Task, eos_token_ids: Sequence[int] | None = Non
     def trajectory_reward(completions, answer, completion_ids=None, **kwargs) -> list[float]:
         rewards = []
         for i, (completion, gold) in enumerate(zip(completions, answer, strict=True)):
-            truncated = (
-                bool(eos)
-                and completion_ids is not None
-                and (len(completion_ids[i]) == 0 or int(completion_ids[i][-1]) not in eos)
-            )
+            truncated = cut_before_eos(completion_ids, i, eos)
             ok = not truncated and task.answers_match(final_answer(completion_text(completion), task), gold)
             rewards.append(float(ok))
         return rewards
