@@ -57,9 +57,9 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         L = L_GRPO + α · Σ_i w_i (r_s,i − r_v,i)² / N
 
     over the N finished, rewarded completions of the generation batch, with class weights w_i (see
-    [`trl_laser.self_reward.class_weights`]). log π_θ(z_c | x, y) comes from the hidden state of the EOS token in the
+    [`trl_laser.training.self_reward.class_weights`]). log π_θ(z_c | x, y) comes from the hidden state of the EOS token in the
     same forward pass as the policy loss: no second pass, one extra row of LM head per completion. Optionally, the
-    scores are mixed into the advantages (paper §4.2, [`trl_laser.self_reward.mix_advantages`]).
+    scores are mixed into the advantages (paper §4.2, [`trl_laser.training.self_reward.mix_advantages`]).
 
     The changes w.r.t. [`trl.GRPOTrainer`]:
     - `_generate_and_score_completions`: adds the EOS position, verifier target and class weight of each completion
@@ -69,6 +69,10 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     - `log`: turns the window's sums into the `self_reward/` metrics (fractions of counts, F1, AUROC).
     - `save_model` / `_load_optimizer_and_scheduler`: save the scoring metadata with the model and restore c_ref
       (a model trained with LaSeR before keeps its saved c_ref when training goes on).
+    - `_get_per_token_logps_and_entropies` / `_generate_single_turn`: read the generating policy's scores (for c_ref
+      and advantage mixing, §4.2) from TRL's own old-log-prob forward, or during transformers generation.
+    - `_push_from_checkpoint` / `create_model_card`: every pushed revision carries the scoring recipe and a card that
+      says how to score with the model.
     Everything else (generation, rewards, KL, loss types, logging, vLLM, distributed training) is inherited unchanged.
     """
 
