@@ -28,6 +28,9 @@ from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, SelfRewardConfig, load_prob
 from trl_laser.demo_model import demo_model_path
 from trl_laser.evaluation.evaluate import EvaluationConfig, evaluate, json_safe
 from trl_laser.evaluation.metrics import auroc
+from trl_laser.evaluation.plots import draw_aggregation_curves, pyplot
+from trl_laser.scoring.reference_constant import estimate_reference_constant
+from trl_laser.scoring.scorer import load_pretrained
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -93,12 +96,7 @@ def measure_reference_constant(model_path: str, args: LaSeRConfig, prompts: list
     """c_ref (and the resolved token) of the untrained model, measured once and reused by every stage."""
     if os.path.isfile(path):
         return load_json(path)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from trl_laser import estimate_reference_constant
-
-    model = AutoModelForCausalLM.from_pretrained(model_path).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model, tokenizer = load_pretrained(model_path)
     measured = estimate_reference_constant(
         model,
         tokenizer,
@@ -195,11 +193,7 @@ def write_table(results: dict, k: int, path: str) -> str:
 
 def plot_training_curves(histories: dict, path: str) -> str:
     """Score of correct vs incorrect completions, F1 and AUROC over training steps, for GRPO and LaSeR."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     styles = {"grpo": ("GRPO (untrained score)", "tab:gray"), "laser": ("LaSeR", "tab:blue")}
     for stage, history in histories.items():
@@ -228,23 +222,12 @@ def plot_training_curves(histories: dict, path: str) -> str:
 
 def plot_voting_curves(results: dict, path: str) -> str:
     """Accuracy of majority, self-reward-weighted majority and best-of-k over k, for each model."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(STAGES), figsize=(5 * len(STAGES), 4), sharey=True)
     names = {"base": "untrained", "grpo": "GRPO", "laser": "LaSeR"}
     for ax, stage in zip(axes, STAGES, strict=True):
-        curves = results[stage]["curves"]
-        for key, label in (("majority", "majority"), ("weighted", "self-reward weighted"), ("best_of", "best-of-k")):
-            points = sorted((int(k), v) for k, v in curves[key].items())
-            ax.plot([k for k, _ in points], [v for _, v in points], marker="o", label=label)
+        draw_aggregation_curves(ax, results[stage]["curves"], results[stage]["accuracy"])
         ax.set_title(names[stage])
-        ax.set_xlabel("k (samples per problem)")
-        ax.set_xscale("log", base=2)
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -12,6 +12,7 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer
+from trl_laser.testing import log_probs_by_hand
 
 
 def parity_reward(completions, **kwargs):
@@ -45,18 +46,10 @@ def main(model_dir: str, output_dir: str):
     data_parallel_term = gather(local_term.detach().reshape(1)).mean()
 
     # by hand, on the gathered batch
-    input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-    attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
     with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    finished, positions = [], []
-    for ids, mask in zip(output["completion_ids"].tolist(), output["completion_mask"].tolist(), strict=True):
-        length = sum(mask)
-        finished.append(length > 0 and ids[length - 1] == 2)
-        positions.append(output["prompt_ids"].size(1) + (ids.index(2) if 2 in ids[:length] else 0))
-    log_probs = logits[torch.arange(len(positions)), torch.tensor(positions)].log_softmax(-1)[:, 3]
+        log_probs, finished = log_probs_by_hand(model, output)
     scores = gather(0.5 * (log_probs + 4.0))
-    finished = gather(torch.tensor(finished))
+    finished = gather(finished)
     targets = gather(output["self_reward_targets"])
     n = int(finished.sum())
     n1 = int((finished & (targets > 0.5)).sum())
@@ -68,7 +61,7 @@ def main(model_dir: str, output_dir: str):
         ]
     )
     expected = (weights * (scores - targets).square()).sum() / n
-    local_rows = int(torch.tensor([len(positions)]).item())
+    local_rows = output["completion_ids"].size(0)
     if trainer.accelerator.is_main_process:
         print(f"processes={trainer.accelerator.num_processes} rows/process={local_rows} finished={n} correct={n1}")
         print(f"data-parallel term={data_parallel_term.item():.6f} expected={expected.item():.6f}")

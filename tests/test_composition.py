@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOTrainer
 
-from trl_laser.testing import EOS_ID, parity_reward
+from trl_laser.testing import log_probs_by_hand, parity_reward
 
 
 Z_C, BETA, C_REF = 3, 0.5, -4.0
@@ -28,21 +28,6 @@ def test_the_loss_type_list_is_trl_own():
 def generation_batch(trainer):
     trainer.model.train()
     return trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
-
-
-def log_probs_by_hand(model, output):
-    """log π(z_c | x, y) from a full-logits forward, at the first EOS of each completion, and whether it finished."""
-    input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-    attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    finished, positions = [], []
-    for ids, mask in zip(output["completion_ids"].tolist(), output["completion_mask"].tolist(), strict=True):
-        length = sum(mask)
-        finished.append(length > 0 and ids[length - 1] == EOS_ID)
-        positions.append(output["prompt_ids"].size(1) + (ids.index(EOS_ID) if EOS_ID in ids[:length] else 0))
-    rows = logits[torch.arange(len(positions)), torch.tensor(positions)].log_softmax(-1)[:, Z_C]
-    return rows, torch.tensor(finished)
 
 
 def alignment_term(trainer, output):

@@ -9,7 +9,7 @@ from trl.trainer.utils import split_tensor_dict
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, load_self_reward_config
 from trl_laser.scoring.readout import eos_positions
-from trl_laser.testing import parity_reward, tiny_training_args
+from trl_laser.testing import log_probs_by_hand, parity_reward, tiny_training_args
 from trl_laser.training.self_reward import class_weights
 
 
@@ -29,20 +29,6 @@ def generation_batch(trainer):
     trainer.model.train()
     batch = next(iter(trainer.get_train_dataloader()))
     return trainer._generate_and_score_completions(batch)
-
-
-def expected_log_probs(model, output):
-    """log π(z_c | x, y) from a plain full-logits forward, at the position of each completion's first EOS."""
-    input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-    attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # untempered, original head
-    finished, positions = [], []
-    for ids, mask in zip(output["completion_ids"].tolist(), output["completion_mask"].tolist(), strict=True):
-        length = sum(mask)
-        finished.append(length > 0 and ids[length - 1] == EOS)
-        positions.append(output["prompt_ids"].size(1) + (ids.index(EOS) if EOS in ids[:length] else 0))
-    rows = logits[torch.arange(len(positions)), torch.tensor(positions)].log_softmax(-1)[:, Z_C]
-    return rows, torch.tensor(finished)
 
 
 def test_matches_grpo_when_laser_is_off(tmp_path, tiny_model_dir, prompt_dataset):
@@ -80,7 +66,7 @@ def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_data
         self_reward_ref_constant=c_ref,
         self_reward_balance=balance,
         per_device_train_batch_size=16,
-        temperature=0.7,  # the score must stay untempered: `expected_log_probs` reads plain logits
+        temperature=0.7,  # the score must stay untempered: `log_probs_by_hand` reads plain logits
         generation_kwargs={"sequence_bias": [[[EOS], 1.5]]},
     )
     trainer = LaSeRGRPOTrainer(
@@ -95,7 +81,7 @@ def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_data
     term = laser_loss - grpo_loss
     (term_grad,) = torch.autograd.grad(term, model.model.layers[0].mlp.up_proj.weight)
 
-    log_probs, finished = expected_log_probs(model, output)
+    log_probs, finished = log_probs_by_hand(model, output)
     targets = output["self_reward_targets"]
     assert 0 < finished.sum() < len(finished), "the batch should mix finished and truncated completions"
     assert 0 < targets[finished].sum() < finished.sum(), "the batch should hold both classes"
@@ -146,7 +132,7 @@ def test_reference_constant_is_measured_on_first_batch(tmp_path, tiny_model_dir,
     )
     assert trainer.ref_constant is None
     output = generation_batch(trainer)
-    log_probs, finished = expected_log_probs(trainer.model, output)
+    log_probs, finished = log_probs_by_hand(trainer.model, output)
     assert trainer.ref_constant == pytest.approx(log_probs[finished].mean().item(), abs=1e-4)
     assert trainer.ref_constant_std == pytest.approx(log_probs[finished].std().item(), abs=1e-4)
     assert trainer._metrics["train"]["self_reward/ref_constant"] == [trainer.ref_constant]
@@ -173,7 +159,7 @@ def test_advantage_mixing_uses_scores_of_the_generating_policy(tmp_path, tiny_mo
     torch.manual_seed(0)
     out = generation_batch(mixed)
     assert torch.equal(verifier["completion_ids"], out["completion_ids"])
-    log_probs, finished = expected_log_probs(mixed.model, out)
+    log_probs, finished = log_probs_by_hand(mixed.model, out)
     s = torch.where(finished, (4.0 * (log_probs + 4.75)).clamp(0, 1), 0.0).view(-1, 4)
     std = s.std(dim=1, keepdim=True)
     self_adv = torch.where(std > 0, (s - s.mean(dim=1, keepdim=True)) / std, verifier["advantages"].view(-1, 4))
@@ -258,7 +244,7 @@ def test_distinct_pad_token(tmp_path, tiny_model_dir_distinct_pad, prompt_datase
     assert (output["completion_ids"] == 0).any(), "pad (id 0) differs from EOS (id 2) here"
     trainer.current_gradient_accumulation_steps = 1
     term = trainer._compute_loss(trainer.model, output) - GRPOTrainer._compute_loss(trainer, trainer.model, output)
-    log_probs, finished = expected_log_probs(trainer.model, output)
+    log_probs, finished = log_probs_by_hand(trainer.model, output)
     scores = 0.1 * (log_probs + 4.0)
     expected = 0.1 * (output["self_reward_weights"] * (scores - output["self_reward_targets"]).square()).sum()
     assert term.item() == pytest.approx((expected / finished.sum()).item(), rel=1e-4)

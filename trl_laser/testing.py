@@ -99,6 +99,27 @@ TRAINING_DEFAULTS = dict(
 )
 
 
+Z_C_ID = 3  # `<reserved_0>` in `tiny_tokenizer`, the self-reward token of the tests
+
+
+def log_probs_by_hand(model, output, token_id: int = Z_C_ID, eos_id: int = EOS_ID):
+    """The oracle the tests compare the trainer with: log π(z_c | x, y) from a plain full-logits forward (untempered,
+    the model's own head) at the position of each completion's first EOS, and whether each completion finished.
+    Gradients flow; wrap the call in `torch.no_grad()` when only values are needed."""
+    import torch
+
+    input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+    attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    finished, positions = [], []
+    for ids, mask in zip(output["completion_ids"].tolist(), output["completion_mask"].tolist(), strict=True):
+        length = sum(mask)
+        finished.append(length > 0 and ids[length - 1] == eos_id)
+        positions.append(output["prompt_ids"].size(1) + (ids.index(eos_id) if eos_id in ids[:length] else 0))
+    rows = logits[torch.arange(len(positions)), torch.tensor(positions)].log_softmax(-1)[:, token_id]
+    return rows, torch.tensor(finished)
+
+
 def parity_reward(completions, **kwargs) -> list[float]:
     """Deterministic 0/1 reward: 1 when the completion has an even number of characters."""
     from .tasks.answers import completion_text

@@ -19,7 +19,8 @@ CURVE_LABELS = {
 }
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,7 +31,7 @@ def _pyplot():
 
 def plot_score_histogram(scores: Sequence[float | None], labels: Sequence[bool], path: str, num_bins: int = 30) -> str:
     """Histograms of r_s (unclipped) for correct and incorrect samples, with the decision threshold."""
-    plt = _pyplot()
+    plt = pyplot()
     correct = [s for s, y in zip(scores, labels, strict=True) if s is not None and y]
     incorrect = [s for s, y in zip(scores, labels, strict=True) if s is not None and not y]
     values = correct + incorrect
@@ -52,26 +53,32 @@ def plot_score_histogram(scores: Sequence[float | None], labels: Sequence[bool],
     return path
 
 
-def plot_aggregation_curves(curves: dict[str, dict[int, float]], path: str, accuracy: float | None = None) -> str:
-    """Accuracy of majority vote, weighted vote, best-of-k (and pass@k, dotted) against k (log₂ axis)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+def draw_aggregation_curves(ax, curves: dict[str, dict[int, float]], accuracy: float | None = None) -> None:
+    """Accuracy of majority vote, weighted vote, best-of-k (and pass@k, dotted) against k (log₂ axis), on `ax`."""
     styles = {"majority": "o-", "weighted": "s-", "best_of": "^-", "pass": "k:"}
     for method, per_k in curves.items():
         if not per_k:
             continue
-        ks = sorted(per_k)
-        ax.plot(ks, [per_k[k] for k in ks], styles.get(method, "-"), label=CURVE_LABELS.get(method, method))
+        ks = sorted(int(k) for k in per_k)  # keys are strings once read back from results.json
+        values = [per_k[k] if k in per_k else per_k[str(k)] for k in ks]
+        ax.plot(ks, values, styles.get(method, "-"), label=CURVE_LABELS.get(method, method))
     if accuracy is not None and not math.isnan(accuracy):
         ax.axhline(accuracy, color="gray", linewidth=1, linestyle="--", label="mean accuracy (pass@1)")
-    all_ks = sorted({k for per_k in curves.values() for k in per_k})
+    all_ks = sorted({int(k) for per_k in curves.values() for k in per_k})
     if all_ks:
         ax.set_xscale("log", base=2)
         ax.set_xticks(all_ks, [str(k) for k in all_ks])
     ax.set_xlabel("k (samples per problem)")
     ax.set_ylabel("accuracy")
-    ax.set_title("Test-time aggregation")
     ax.legend(fontsize=8)
+
+
+def plot_aggregation_curves(curves: dict[str, dict[int, float]], path: str, accuracy: float | None = None) -> str:
+    """`draw_aggregation_curves` as one PNG."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    draw_aggregation_curves(ax, curves, accuracy)
+    ax.set_title("Test-time aggregation")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -82,7 +89,7 @@ def plot_reliability(
     scores: Sequence[float | None], labels: Sequence[bool], path: str, num_bins: int = 10, ece: float | None = None
 ) -> str:
     """Reliability diagram of clip(r_s, 0, 1): accuracy per confidence bin against the diagonal, with bin counts."""
-    plt = _pyplot()
+    plt = pyplot()
     bins = reliability_bins(scores, labels, num_bins)
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = 1.0 / num_bins
