@@ -117,6 +117,7 @@ def build(name: str, model: str, output_dir: str, args: argparse.Namespace, num_
         steps_per_generation=args.steps_per_generation,
         num_iterations=num_iterations,
         max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
         gradient_checkpointing=False,
         report_to="none",
         save_strategy="no",
@@ -183,15 +184,30 @@ def measure_loss_part(model: str, args, tmp: str) -> None:
     )
 
 
+def rng_state():
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+
+def set_rng_state(state) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state_all(state[1])
+
+
 def measure_steps(model: str, args, tmp: str, num_iterations: int) -> None:
     names = ["grpo", "laser", "laser+mixing"]
     runs = {name: build(name, model, f"{tmp}/{name}-{num_iterations}", args, num_iterations) for name in names}
     times = {name: [] for name in names}
     peaks = {name: [] for name in names}
+    # Each side samples from its own copy of the global RNG, so that all sides draw the same completions (their
+    # weights stay equal at learning rate 0): generation time then differs only by the work each trainer adds.
+    rng_states = dict.fromkeys(names, rng_state())
     for round_index in range(args.warmup + args.steps):
         for name in names:
+            set_rng_state(rng_states[name])
             with PeakMemory() as peak:
                 seconds = optimizer_step(*runs[name])
+            rng_states[name] = rng_state()
             if round_index >= args.warmup:  # the first steps pay one-off costs (allocator warm-up, c_ref)
                 times[name].append(seconds)
                 peaks[name].append(peak.bytes)
@@ -223,6 +239,10 @@ def main():
     parser.add_argument("--max-completion-length", type=int, default=16)
     parser.add_argument("--token", default="<repo_name>")
     parser.add_argument("--ref-constant", type=float, default=-18.0)
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="≠ 1 measures the path that projects the EOS states separately."
+    )
+    parser.add_argument("--skip-loss", action="store_true", help="Only measure whole optimizer steps.")
     parser.add_argument("--skip-steps", action="store_true", help="Only measure the loss part.")
     args = parser.parse_args()
 
@@ -235,7 +255,8 @@ def main():
             model = args.model or demo_model_path()
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
         print(f"model={model} device={device} threads={torch.get_num_threads()} batch={args.batch_size}")
-        measure_loss_part(model, args, tmp)
+        if not args.skip_loss:
+            measure_loss_part(model, args, tmp)
         if not args.skip_steps:
             for num_iterations in (1, 2):
                 measure_steps(model, args, tmp, num_iterations)

@@ -29,7 +29,9 @@ DEMO_DEFAULTS = dict(
     output_dir="outputs/laser-smollm2-compare",
     max_steps=60,
     learning_rate=1e-5,
-    lr_scheduler_type="constant",
+    # Decaying to 0 lets the score's level settle: with a constant rate it moved by ±0.4 from window to window, so
+    # the final model could land with every held-out score below 0.5 (F1 0 with AUROC 0.9).
+    lr_scheduler_type="cosine",
     warmup_steps=0,
     per_device_train_batch_size=16,
     num_generations=8,

@@ -11,23 +11,24 @@ import trl_laser.training.trainer as trainer_module
 
 
 class MicroBatchRecorder:
-    """Wraps the trainer's `_compute_loss` and the readout it uses, and keeps, per micro-batch and over all processes:
+    """Wraps the trainer's `_compute_loss` and the score function it uses, and keeps, per micro-batch and over all processes:
     the mode, the optimizer step during which it ran, log π(z_c), the targets and the class weights."""
 
     def __init__(self, trainer, monkeypatch=None):
         self.trainer = trainer
         self.records = []
         self._last_log_probs = None
-        original_readout = trainer_module.token_log_probs
+        original_score = trainer_module.self_reward_score
 
-        def readout(*args, **kwargs):
-            self._last_log_probs = original_readout(*args, **kwargs)
-            return self._last_log_probs
+        # log π(z_c) reaches the score function whichever forward it was read from
+        def score(log_probs, *args, **kwargs):
+            self._last_log_probs = log_probs
+            return original_score(log_probs, *args, **kwargs)
 
         if monkeypatch is not None:
-            monkeypatch.setattr(trainer_module, "token_log_probs", readout)
+            monkeypatch.setattr(trainer_module, "self_reward_score", score)
         else:
-            trainer_module.token_log_probs = readout
+            trainer_module.self_reward_score = score
         original_compute_loss = trainer._compute_loss
 
         def compute_loss(model, inputs):

@@ -56,8 +56,10 @@ def test_matches_grpo_when_laser_is_off(tmp_path, tiny_model_dir, prompt_dataset
     assert all("self_reward/score_correct" in h and "self_reward/auroc" in h for h in monitor_logs if "loss" in h)
 
 
-@pytest.mark.parametrize("balance", [True, False])
-def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_dataset, balance):
+# temperature 1: the score comes out of TRL's fused LM head in the loss forward; 0.7: the EOS states are projected
+# separately, and the score must stay untempered (`log_probs_by_hand` reads plain logits)
+@pytest.mark.parametrize("balance, temperature", [(True, 1.0), (False, 1.0), (True, 0.7), (False, 0.7)])
+def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_dataset, balance, temperature):
     alpha, beta, c_ref = 0.5, 0.5, -4.0
     args = make_args(
         tmp_path,
@@ -66,7 +68,7 @@ def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_data
         self_reward_ref_constant=c_ref,
         self_reward_balance=balance,
         per_device_train_batch_size=16,
-        temperature=0.7,  # the score must stay untempered: `log_probs_by_hand` reads plain logits
+        temperature=temperature,
         generation_kwargs={"sequence_bias": [[[EOS], 1.5]]},
     )
     trainer = LaSeRGRPOTrainer(
@@ -99,6 +101,66 @@ def test_alignment_term_value_and_gradient(tmp_path, tiny_model_dir, prompt_data
     (expected_grad,) = torch.autograd.grad(expected, model.model.layers[0].mlp.up_proj.weight)
     assert torch.allclose(term_grad, expected_grad, atol=1e-6)
     assert torch.allclose(output["self_reward_weights"], class_weights(targets, finished, balance=balance))
+
+
+@pytest.mark.parametrize("pad_fixture", ["tiny_model_dir", "tiny_model_dir_distinct_pad"])
+def test_loss_forward_scores_z_c_without_changing_grpo_log_probs(tmp_path, prompt_dataset, request, pad_fixture):
+    args = make_args(
+        tmp_path,
+        self_reward_ref_constant=-4.0,
+        per_device_train_batch_size=16,
+        generation_kwargs={"sequence_bias": [[[EOS], 1.5]]},
+    )
+    trainer = LaSeRGRPOTrainer(
+        model=request.getfixturevalue(pad_fixture), reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
+    output = generation_batch(trainer)
+    completion_ids, completion_mask = output["completion_ids"].clone(), output["completion_mask"]
+    width = completion_ids.size(1)
+    truncated = [i for i in range(len(completion_ids)) if completion_mask[i].all() and EOS not in completion_ids[i]]
+    assert len(truncated) >= 2, "the batch should hold truncated completions"
+    # one of them ends on its last column instead: the slot after its EOS lies beyond the batch's columns
+    completion_ids[truncated[0], -1] = EOS
+    output = {**output, "completion_ids": completion_ids}
+    input_ids = torch.cat([output["prompt_ids"], completion_ids], dim=1)
+    attention_mask = torch.cat([output["prompt_mask"], completion_mask], dim=1)
+    positions, finished = eos_positions(completion_ids, completion_mask, trainer.eos_token_ids)
+    assert finished[truncated[0]] and positions[truncated[0]] == width - 1 and not finished[truncated[1]]
+    assert ((positions < width - 1) & finished).any()
+
+    model = trainer.model
+    grpo_logps, grpo_entropies, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+        trainer, model, input_ids, attention_mask, width, compute_entropy=True
+    )
+    trainer._score_request = (positions, finished)
+    logps, entropies, _ = trainer._get_per_token_logps_and_entropies(
+        model, input_ids, attention_mask, width, compute_entropy=True
+    )
+    assert trainer._score_request is None, "the request is for one forward only"
+    assert logps.shape == grpo_logps.shape and torch.allclose(logps, grpo_logps, atol=1e-5)
+    assert torch.allclose(entropies, grpo_entropies, atol=1e-5)
+    by_hand, finished_by_hand = log_probs_by_hand(model, output)
+    assert torch.equal(finished, finished_by_hand)
+    assert torch.allclose(trainer._loss_forward_log_probs[finished], by_hand[finished], atol=1e-4)
+    assert (trainer._loss_forward_log_probs[~finished] == 0).all()
+
+
+def test_alignment_term_takes_no_separate_lm_head_projection(tmp_path, tiny_model_dir, prompt_dataset, monkeypatch):
+    import trl_laser.training.trainer as trainer_module
+
+    args = make_args(tmp_path, self_reward_ref_constant=-4.0, per_device_train_batch_size=16)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
+    output = generation_batch(trainer)
+    trainer.current_gradient_accumulation_steps = 1
+
+    def separate_projection(*args, **kwargs):
+        raise AssertionError("at temperature 1 the score must come from the loss forward's own LM head")
+
+    monkeypatch.setattr(trainer_module, "token_log_probs", separate_projection)
+    term = trainer._compute_loss(trainer.model, output) - GRPOTrainer._compute_loss(trainer, trainer.model, output)
+    assert term.item() > 0
 
 
 def test_term_does_not_depend_on_micro_batch_split(tmp_path, tiny_model_dir, prompt_dataset):
@@ -451,7 +513,9 @@ def test_mixing_reads_scores_from_trl_old_log_prob_forward(
 
 
 @pytest.mark.parametrize("temperature, pad_fixture", [(1.0, "tiny_model_dir"), (0.7, "tiny_model_dir_distinct_pad")])
-def test_mixing_reads_scores_during_generation(tmp_path, prompt_dataset, request, monkeypatch, temperature, pad_fixture):
+def test_mixing_reads_scores_during_generation(
+    tmp_path, prompt_dataset, request, monkeypatch, temperature, pad_fixture
+):
     """On-policy micro-batches (no old-log-prob forward): the scores are read while TRL's transformers generation
     samples, including rows whose EOS is the last generated token, and equal those of a separate forward."""
     args = make_args(

@@ -57,9 +57,10 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         L = L_GRPO + α · Σ_i w_i (r_s,i − r_v,i)² / N
 
     over the N finished, rewarded completions of the generation batch, with class weights w_i (see
-    [`trl_laser.training.self_reward.class_weights`]). log π_θ(z_c | x, y) comes from the hidden state of the EOS token in the
-    same forward pass as the policy loss: no second pass, one extra row of LM head per completion. Optionally, the
-    scores are mixed into the advantages (paper §4.2, [`trl_laser.training.self_reward.mix_advantages`]).
+    [`trl_laser.training.self_reward.class_weights`]). log π_θ(z_c | x, y) comes from the same forward pass as the policy
+    loss: z_c is the label of the position after each EOS, scored by TRL's fused LM head with the completion tokens.
+    No second pass, one extra position per completion. Optionally, the scores are mixed into the advantages (paper
+    §4.2, [`trl_laser.training.self_reward.mix_advantages`]).
 
     The changes w.r.t. [`trl.GRPOTrainer`]:
     - `_generate_and_score_completions`: adds the EOS position, verifier target and class weight of each completion
@@ -69,8 +70,9 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     - `log`: turns the window's sums into the `self_reward/` metrics (fractions of counts, F1, AUROC).
     - `save_model` / `_load_optimizer_and_scheduler`: save the scoring metadata with the model and restore c_ref
       (a model trained with LaSeR before keeps its saved c_ref when training goes on).
-    - `_get_per_token_logps_and_entropies` / `_generate_single_turn`: read the generating policy's scores (for c_ref
-      and advantage mixing, §4.2) from TRL's own old-log-prob forward, or during transformers generation.
+    - `_get_per_token_logps_and_entropies`: in the loss forward, also scores z_c after each EOS (Eq. 8); in TRL's
+      old-log-prob forward, reads the generating policy's scores (for c_ref and advantage mixing, §4.2).
+    - `_generate_single_turn`: reads those scores during transformers generation when no old-log-prob forward runs.
     - `_push_from_checkpoint` / `create_model_card`: every pushed revision carries the scoring recipe and a card that
       says how to score with the model.
     Everything else (generation, rewards, KL, loss types, logging, vLLM, distributed training) is inherited unchanged.
@@ -121,6 +123,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         self._rewards_per_func = None
         self._capture_policy_log_probs = self._read_log_probs_during_generation = False
         self._policy_log_probs = None
+        self._score_request = None  # (EOS positions, finished) of the micro-batch whose loss forward reads z_c
+        self._loss_forward_log_probs = None
         self._self_reward_window = {}  # mode -> sums and scores of the completions seen since the last log
         if self.ref_constant is None and args.reads_self_reward:
             self._adopt_saved_ref_constant(get_config_model_id(self.accelerator.unwrap_model(self.model).config))
@@ -245,6 +249,11 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         )
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        request, self._score_request = self._score_request, None  # set by `_compute_loss` for its one policy forward
+        if request is not None:
+            return self._logps_with_self_reward(
+                model, input_ids, attention_mask, logits_to_keep, request, *args, **kwargs
+            )
         # When TRL runs its own no-grad forward of the policy over the generation batch (old log-probs: off-policy
         # micro-batches, vLLM importance sampling), the EOS hidden states of that very forward give the scores for
         # free: the capture hook keeps one row per completion, projected alone onto z_c.
@@ -262,6 +271,36 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             )
         self._policy_log_probs = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
         return result
+
+    def _logps_with_self_reward(self, model, input_ids, attention_mask, logits_to_keep, request, *args, **kwargs):
+        """TRL's per-token log-probs of the completions and, from the same forward and the same fused LM head,
+        log π_θ(z_c | x, y) of every finished completion (paper Eq. 8), left in `self._loss_forward_log_probs`.
+
+        z_c is placed as the label of the slot right after each EOS (an extra column for rows whose EOS is the last
+        one). Causal attention keeps every earlier position unchanged, and the slot is outside the completion mask;
+        its log-prob and entropy are set back to the 0 GRPO has there, so the policy loss is GRPO's. The z_c rows join
+        TRL's chunked LM-head projection, whose backward builds the head's gradient once for all rows: projecting the
+        EOS hidden states separately would add a second, transient vocab × hidden gradient buffer.
+        """
+        positions, finished = request
+        batch_size, width = input_ids.shape
+        rows = torch.arange(batch_size, device=input_ids.device)
+        slots = positions + 1  # within the completion columns, widened by one
+        slot_columns = width - logits_to_keep + slots
+        input_ids = torch.cat([input_ids, input_ids.new_zeros(batch_size, 1)], dim=1)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_zeros(batch_size, 1)], dim=1)
+        input_ids[rows[finished], slot_columns[finished]] = self.self_reward_token_id
+        attention_mask[rows[finished], slot_columns[finished]] = 1
+        logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep + 1, *args, **kwargs
+        )
+        self._loss_forward_log_probs = torch.where(finished, logps[rows, slots], 0.0)
+        at_slot = torch.zeros_like(logps, dtype=torch.bool)
+        at_slot[rows[finished], slots[finished]] = True
+        logps = logps.masked_fill(at_slot, 0.0)[:, :-1]
+        if entropies is not None:
+            entropies = entropies.masked_fill(at_slot, 0.0)[:, :-1]
+        return logps, entropies, aux_loss
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         # With transformers generation and no old-log-prob forward, the scores are read while sampling: the decode
@@ -408,15 +447,25 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     def _compute_loss(self, model, inputs):
         if not self.args.reads_self_reward or self.ref_constant is None and not self.args.self_reward_use_ref_model:
             return super()._compute_loss(model, inputs)
-        positions = inputs["prompt_ids"].size(1) + inputs[_POSITIONS]
-        with capture_hidden_states(model, positions) as capture:
-            loss = super()._compute_loss(model, inputs)
-        # Memory: log π(z_c) = logit_zc − logsumexp(all logits), and the normaliser couples every vocabulary row, so
-        # the term's gradient w.r.t. the LM head is a dense vocab x hidden matrix (of rank ≤ rows). Autograd holds it
-        # while the policy loss's own head gradient is summed in: one transient vocab x hidden buffer beyond GRPO's
-        # (measured by `benchmarks/train_overhead.py --model large-vocab`). Avoiding it exactly would mean writing
-        # into the weight's `.grad` behind autograd's back, which DDP, ZeRO and FSDP gradient hooks would miss.
-        log_probs = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
+        if self.temperature == 1.0 and self._alignment_active:
+            # log π(z_c) comes out of the policy forward itself, through TRL's fused LM head. (A run that only
+            # monitors the score keeps GRPO's forward bit for bit: it needs no gradient through the score.)
+            _, finished = eos_positions(inputs["completion_ids"], inputs["completion_mask"], self.eos_token_ids)
+            self._score_request = (inputs[_POSITIONS], finished)
+            try:
+                loss = super()._compute_loss(model, inputs)
+            finally:
+                self._score_request = None
+            log_probs, self._loss_forward_log_probs = self._loss_forward_log_probs, None
+        else:
+            # TRL's fused head divides by the sampling temperature, while r_s is defined at temperature 1: project the
+            # EOS hidden states of the same forward separately (a hook captures them). Memory: log π(z_c) =
+            # logit_zc − logsumexp(logits) couples every vocabulary row, so this projection's gradient w.r.t. the head
+            # is one more transient vocab x hidden buffer beyond GRPO's (`benchmarks/train_overhead.py --temperature
+            # 0.7` measures it).
+            with capture_hidden_states(model, inputs["prompt_ids"].size(1) + inputs[_POSITIONS]) as capture:
+                loss = super()._compute_loss(model, inputs)
+            log_probs = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
         reference = inputs[_REF_LOG_PROBS] if self.args.self_reward_use_ref_model else self.ref_constant
         scores = self_reward_score(log_probs, self.args.self_reward_beta, reference)
         targets, weights = inputs[_TARGETS], inputs[_WEIGHTS]
