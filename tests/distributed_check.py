@@ -9,6 +9,7 @@ import sys
 import torch
 from accelerate.utils import gather
 from datasets import Dataset
+from process_exit import leave_together
 from trl import GRPOTrainer
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer
@@ -73,10 +74,4 @@ def main(model_dir: str, output_dir: str):
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
-    # Leave together, with the process group closed: a rank that exits while the other still holds the group can
-    # abort ("terminate called without an active exception") on a loaded machine.
-    import torch.distributed
-
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    leave_together()

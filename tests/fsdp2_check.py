@@ -11,6 +11,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+from process_exit import leave_together
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
@@ -60,9 +61,7 @@ def main(head_unit: bool):
     assert grad_error < 1e-6, grad_error
     if rank == 0:
         print(f"FSDP2_READOUT_OK processes={world} head_unit={head_unit}", flush=True)
-    # leave together: a process that exits while the other still talks to it can abort in gloo's teardown
-    dist.barrier()
-    dist.destroy_process_group()
+    leave_together()
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ each window equal the hand computation over the completions of both processes.""
 import sys
 
 from datasets import Dataset
+from process_exit import leave_together
 from self_reward_records import MicroBatchRecorder, check_logged_windows
 from test_self_reward_logging import logging_args, parity_reward
 
@@ -30,10 +31,4 @@ def main(model_dir: str, output_dir: str):
 
 if __name__ == "__main__":
     main(sys.argv[1], sys.argv[2])
-    # Leave together, with the process group closed: a rank that exits while the other still holds the group can
-    # abort ("terminate called without an active exception") on a loaded machine.
-    import torch.distributed
-
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    leave_together()

@@ -22,6 +22,7 @@ import sys
 import torch
 from accelerate.utils import gather
 from datasets import Dataset
+from process_exit import leave_together
 from transformers import TrainerCallback
 from trl.models.utils import unwrap_model_for_generation
 
@@ -196,10 +197,7 @@ def main():
         if head_check:
             print(f"ZERO3_HEAD_OK {head_check}")
         print(f"SCALE_CHECK_OK processes={trainer.accelerator.num_processes}", flush=True)
-    # leave together: a process that exits while the other still talks to it can abort in gloo's teardown
-    trainer.accelerator.wait_for_everyone()
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    leave_together()
 
 
 if __name__ == "__main__":
