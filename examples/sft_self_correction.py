@@ -10,7 +10,8 @@ fine-tune the SmolLM2-135M demo model on a CPU in a few minutes; with a model of
 The loss follows the method's per-type masking (`--loss_mask paper`): each row's `masked_prefix` (written by
 `correction-data`) becomes part of the prompt, so D1 trains the verdict and the revision, D2 only the revision (its
 "wrong" verdict on a correct answer is forced and must not be learned), D3 the first attempt and its verdict.
-`--loss_mask full` trains on the whole trajectory instead.
+`--loss_mask full` trains on the whole trajectory instead. `--balance_types` subsamples the rows so every type has as
+many as the rarest one (the method's data is roughly balanced).
 """
 
 import os
@@ -21,6 +22,8 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from trl_laser.correction import balance_types
 
 
 @dataclass
@@ -33,6 +36,11 @@ class ScriptArguments:
         default="paper",
         metadata={"help": "'paper': per-type masking of the method; 'full': train on the whole trajectory."},
     )
+    balance_types: bool = field(
+        default=False,
+        metadata={"help": "Subsample every trajectory type (D1 / D2 / D3) to the count of the rarest one, as the "
+                  "method's roughly balanced data. Useful when stage 1 kept few D1 rows."},
+    )  # fmt: skip
 
 
 def to_prompt_completion(row: dict, tokenizer) -> dict:
@@ -46,7 +54,9 @@ def to_prompt_completion(row: dict, tokenizer) -> dict:
     return {"prompt": prompt + masked, "completion": trajectory[len(masked) :]}
 
 
-def prepare_dataset(dataset, tokenizer, loss_mask: str):
+def prepare_dataset(dataset, tokenizer, loss_mask: str, balance: bool = False, seed: int = 0):
+    if balance:
+        dataset = dataset.select(balance_types(dataset["type"], seed))
     if loss_mask == "paper":
         return dataset.map(
             to_prompt_completion, fn_kwargs={"tokenizer": tokenizer}, remove_columns=dataset.column_names
@@ -69,7 +79,12 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
 
         model = demo_model_path()
     tokenizer = AutoTokenizer.from_pretrained(model)
-    dataset = prepare_dataset(load_from_disk(script_args.dataset_path), tokenizer, script_args.loss_mask)
+    dataset = load_from_disk(script_args.dataset_path)
+    dataset = prepare_dataset(
+        dataset, tokenizer, script_args.loss_mask, script_args.balance_types, training_args.seed
+    )
+    if not len(dataset):
+        sys.exit(f"No rows to train on in {script_args.dataset_path}.")
     trainer = SFTTrainer(
         model=model,
         args=training_args,

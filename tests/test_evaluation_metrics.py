@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 
-from trl_laser.evaluation.metrics import auroc, expected_calibration_error, reliability_bins, verification_report
+from trl_laser.evaluation.metrics import (
+    adjust_to_prior,
+    auroc,
+    estimate_prior,
+    expected_calibration_error,
+    reliability_bins,
+    verification_report,
+)
 from trl_laser.training.self_reward import verification_metrics
 
 
@@ -64,3 +71,27 @@ def test_verification_report_agrees_with_training_metrics():
     )
     for key in ("acc_correct", "acc_incorrect", "f1", "score_correct", "score_incorrect"):
         assert report[key] == pytest.approx(expected[key], abs=1e-6)
+
+
+def test_adjust_to_prior_hand_computed():
+    assert adjust_to_prior(0.5, 0.9) == pytest.approx(0.9)  # no evidence either way: the base rate
+    assert adjust_to_prior(0.8, 0.9) == pytest.approx(0.72 / (0.72 + 0.02))
+    assert adjust_to_prior(0.8, 0.5) == pytest.approx(0.8)  # the balanced prior changes nothing
+    assert adjust_to_prior(1.3, 0.2) == pytest.approx(1.0, abs=1e-5)  # r_s is clipped to [0, 1] first
+    assert 0.0 < adjust_to_prior(-0.4, 0.99) < 1e-3
+
+
+def test_estimate_prior_recovers_the_base_rate_of_a_balanced_score():
+    # Correct answers have x ~ N(1, 1), wrong ones x ~ N(-1, 1); the balanced-prior posterior is sigmoid(2x).
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.rand(20000, generator=generator) < 0.8
+    x = torch.randn(20000, generator=generator) + torch.where(labels, 1.0, -1.0)
+    scores = torch.sigmoid(2 * x).tolist()
+    assert estimate_prior(scores) == pytest.approx(0.8, abs=0.01)
+    assert estimate_prior([0.5, 0.5, None]) == pytest.approx(0.5) and math.isnan(estimate_prior([None]))
+    report = verification_report(scores, labels.tolist())
+    assert report["estimated_prior"] == pytest.approx(0.8, abs=0.01)
+    assert report["ece"] > 0.08 and report["ece_prior_adjusted"] < 0.02  # calibrated once the balance is undone
+    # The verdict stays r_s > 0.5 on the raw score (with the adjusted one nearly every answer would be judged correct).
+    wrong = [s for s, y in zip(scores, labels.tolist(), strict=True) if not y]
+    assert report["acc_incorrect"] == pytest.approx(sum(s <= 0.5 for s in wrong) / len(wrong))

@@ -10,6 +10,7 @@ from datasets import load_from_disk
 from trl_laser.correction import (
     RejectionSamplingConfig,
     assemble_trajectories,
+    balance_types,
     run_rejection_sampling,
     select_evaluations,
     select_revisions,
@@ -222,3 +223,14 @@ def test_resume_skips_finished_problems_and_drops_partial_rows(tmp_path):
 def test_duplicate_problem_ids_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         run_rejection_sampling(PROBLEMS[:1] * 2, ScriptedGenerator(compare_respond), str(tmp_path), COMPARE_TASK)
+
+
+def test_balance_types_subsamples_every_type_to_the_rarest():
+    types = ["D3", "D1", "D3", "D2", "D3", "D2", "D1", "D3", "D3"]
+    kept = balance_types(types, seed=0)
+    assert kept == sorted(kept)
+    assert Counter(types[i] for i in kept) == {"D1": 2, "D2": 2, "D3": 2}
+    assert [i for i in kept if types[i] != "D3"] == [1, 3, 5, 6]  # the rarest types are kept whole
+    assert kept == balance_types(types, seed=0)
+    assert len({tuple(balance_types(types, seed=s)) for s in range(10)}) > 1  # which D3 rows: a seeded choice
+    assert balance_types(["D3", "D3"]) == [0, 1] and balance_types([]) == []

@@ -9,17 +9,17 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_reproduce(tiny_model_dir, output_dir, report_dir):
+def run_reproduce(tiny_model_dir, output_dir, report_dir, *extra, expect_failure=False):
     command = [
         sys.executable, os.path.join(ROOT, "examples", "reproduce.py"), "--model_name_or_path", tiny_model_dir,
         "--output_dir", str(output_dir), "--report_dir", str(report_dir), "--max_steps", "2", "--save_steps", "1",
         "--num_eval_problems", "3", "--num_eval_samples", "2", "--num_train_examples", "32",
         "--steps_per_generation", "2", "--logging_steps", "1", "--self_reward_token", "<reserved_0>",
-        "--max_completion_length", "4", "--use_cpu", "true",
+        "--max_completion_length", "4", "--use_cpu", "true", *extra,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    assert (result.returncode != 0) == expect_failure, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
 
 
 def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, tiny_model_dir):
@@ -47,3 +47,8 @@ def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, ti
 
     second = run_reproduce(tiny_model_dir, output, report)  # an interrupted run resumes: nothing is redone
     assert "] training" not in second and second.count("reusing") == 5
+
+    # Other settings in the same directory would reuse stages made with the old ones: refused before any work.
+    changed = run_reproduce(tiny_model_dir, output, report, "--learning_rate", "3e-5", expect_failure=True)
+    assert "holds a reproduction made with other settings (learning_rate: 1e-05 -> 3e-05)" in changed
+    assert "Pass a new --output_dir" in changed and "reusing" not in changed

@@ -22,6 +22,7 @@ _EXPORTS = {
     "CorrectionFormat": "format",
     "RejectionSamplingConfig": "rejection_sampling",
     "assemble_trajectories": "rejection_sampling",
+    "balance_types": "rejection_sampling",
     "run_rejection_sampling": "rejection_sampling",
     "select_evaluations": "rejection_sampling",
     "select_revisions": "rejection_sampling",
@@ -48,6 +49,7 @@ __all__ = [
     "attempt_prefix",
     "attempt_prompt_text",
     "attempt_rows",
+    "balance_types",
     "correction_metrics",
     "evaluate_correction",
     "final_answer",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
     from .rejection_sampling import (
         RejectionSamplingConfig,
         assemble_trajectories,
+        balance_types,
         run_rejection_sampling,
         select_evaluations,
         select_revisions,

@@ -192,6 +192,25 @@ def assemble_trajectories(
     return rows
 
 
+def balance_types(types: list[str], seed: int = 0) -> list[int]:
+    """Indices of rows to keep so that every trajectory type present has as many rows as the rarest one.
+
+    The method fine-tunes on roughly balanced types. A small model's stage 1 gives far fewer D1 rows (a wrong attempt
+    needs an agreeing "wrong" verdict AND a correct revision) than D3 rows; trained on that mix, the model learns to
+    call every answer correct. Which rows of a type are kept is a seeded random choice; the order of `types` is kept.
+    """
+    import random
+
+    by_type: dict[str, list[int]] = {}
+    for index, kind in enumerate(types):
+        by_type.setdefault(kind, []).append(index)
+    if not by_type:
+        return []
+    size = min(len(indices) for indices in by_type.values())
+    rng = random.Random(seed)
+    return sorted(i for kind in sorted(by_type) for i in rng.sample(by_type[kind], size))
+
+
 # -- the driver --------------------------------------------------------------------------------------------------------
 
 

@@ -2,15 +2,17 @@
 grade, vote and report)."""
 
 from .evaluate import EvaluationConfig, evaluate, evaluate_samples
-from .metrics import auroc, expected_calibration_error, verification_report
+from .metrics import adjust_to_prior, auroc, estimate_prior, expected_calibration_error, verification_report
 from .voting import aggregation_curves, best_of_n, group_answers, majority_vote, pass_at_k, self_reward_vote
 
 
 __all__ = [
     "EvaluationConfig",
+    "adjust_to_prior",
     "aggregation_curves",
     "auroc",
     "best_of_n",
+    "estimate_prior",
     "evaluate",
     "evaluate_samples",
     "expected_calibration_error",

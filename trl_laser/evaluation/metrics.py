@@ -95,6 +95,35 @@ def expected_calibration_error(scores: Sequence[float | None], labels: Sequence[
     return sum(b.count / total * abs(b.accuracy - b.confidence) for b in bins if b.count)
 
 
+def adjust_to_prior(score: float, prior: float, eps: float = 1e-6) -> float:
+    """The probability of "correct" that a balanced-prior score p = clip(r_s, 0, 1) implies at a base rate `prior`.
+
+        p' = π p / (π p + (1 − π)(1 − p))
+
+    LaSeR's class-balanced loss weighs right and wrong answers equally, so r_s estimates P(correct) as if half the
+    answers were right (Bayes' rule with the odds re-weighted, Saerens et al. 2002). This puts it back on the base
+    rate of the data scored. The 0.5 threshold of `verification_report` stays on r_s itself.
+    """
+    p = min(max(clip01(score), eps), 1 - eps)
+    return prior * p / (prior * p + (1 - prior) * (1 - p))
+
+
+def estimate_prior(scores: Sequence[float | None], iterations: int = 100, tol: float = 1e-8) -> float:
+    """The base rate of correct answers among `scores`, estimated without labels: the fixed point of
+    π = mean_i adjust_to_prior(r_s_i, π) (the EM of Saerens et al. 2002, starting from the balanced 0.5).
+    NaN when no sample is scored."""
+    values = [clip01(float(s)) for s in scores if s is not None and not math.isnan(s)]
+    if not values:
+        return NAN
+    prior = 0.5
+    for _ in range(iterations):
+        updated = sum(adjust_to_prior(v, prior) for v in values) / len(values)
+        if abs(updated - prior) < tol:
+            return updated
+        prior = updated
+    return prior
+
+
 def verification_report(
     scores: Sequence[float | None], labels: Sequence[bool], threshold: float = CORRECT_THRESHOLD, num_bins: int = 10
 ) -> dict[str, float]:
@@ -103,8 +132,14 @@ def verification_report(
     Returns the per-class accuracies (`acc_correct`: judged correct among correct samples, `acc_incorrect`: judged
     incorrect among incorrect ones), their harmonic mean `f1` (the LaSeR authors' definition), overall `accuracy` of
     the judgement, `auroc`, `ece`, the mean r_s per class and the counts. A metric with an empty class is NaN.
+
+    `estimated_prior` is the share of correct answers the scores imply (`estimate_prior`, no labels used) and
+    `ece_prior_adjusted` the ECE of the scores moved to that base rate (`adjust_to_prior`): how well calibrated r_s is
+    once the class balance of its training loss is undone.
     """
     values, targets = _scored(scores, labels)
+    prior = estimate_prior(values)
+    adjusted = [adjust_to_prior(v, prior) for v in values]
     correct = [s for s, y in zip(values, targets, strict=True) if y]
     incorrect = [s for s, y in zip(values, targets, strict=True) if not y]
     acc_correct = sum(s > threshold for s in correct) / len(correct) if correct else NAN
@@ -117,6 +152,8 @@ def verification_report(
         "accuracy": judged_right / len(values) if values else NAN,
         "auroc": auroc(values, targets),
         "ece": expected_calibration_error(values, targets, num_bins),
+        "estimated_prior": prior,
+        "ece_prior_adjusted": expected_calibration_error(adjusted, targets, num_bins),
         "score_correct": sum(correct) / len(correct) if correct else NAN,
         "score_incorrect": sum(incorrect) / len(incorrect) if incorrect else NAN,
         "num_correct": len(correct),
