@@ -2,26 +2,31 @@
 
     python examples/correction_toy_run.py --output_dir outputs/correction-toy     # SmolLM2-135M, CPU
     python examples/correction_toy_run.py --dry_run                         # print the commands only
+    python examples/correction_toy_run.py --report_dir docs/correction      # also copy the report there
 
 Stages (each one a command of the README, run in a subprocess and timed; a stage whose output exists is skipped, so
 rerunning the script resumes):
 
 1. `trl-laser correction-data`: sequential rejection sampling on training problems of the built-in task;
-2. `examples/sft_self_correction.py`: SFT on those trajectories, types balanced (the method's per-type loss mask);
-3. `examples/rl_self_correction.py`: GRPO on whole trajectories, reward on the last answer (verbal variant), and
-   `--use_laser`: LaSeR GRPO on attempts, the score regressed onto each attempt's own correctness (LaSeR variant);
+2. `examples/sft_self_correction.py`: SFT on those trajectories, types balanced: with the method's per-type loss
+   mask (verbal variant), and with `--loss_mask attempts`, the same data as attempts without verdicts (LaSeR variant);
+3. `examples/rl_self_correction.py`: GRPO from the verbal SFT model on whole trajectories, reward on the last answer
+   (verbal variant), and `--use_laser`: LaSeR GRPO from the attempts SFT model on attempts (first attempts and
+   revisions of its own attempts), the score regressed onto each attempt's own correctness (LaSeR variant);
 4. `trl-laser evaluate --correction ...` on the same held-out test problems: the starting model (one attempt: its
-   turn-1 accuracy), the verbal loop on the verbal model, the LaSeR loop on the LaSeR model.
+   turn-1 accuracy), the SFT model (verbal loop: what stage 1 alone did), the verbal loop on the verbal model, the
+   LaSeR loop on the LaSeR model.
 
 Writes `<output_dir>/results.json` = {"start": turn-1 accuracy of the starting model, "verbal": metrics, "laser":
-metrics} (the metric dicts of `evaluate_correction`), `<output_dir>/stages.json` (wall seconds per stage and the
-stage-1 counts D1 / D2 / D3), and prints a Markdown table.
+metrics} (the metric dicts of `evaluate_correction`), `<output_dir>/stages.json` (wall seconds per stage, the
+stage-1 counts D1 / D2 / D3 and the SFT model's verbal-loop metrics), and prints a Markdown table.
 """
 
 import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -38,11 +43,14 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
     out = args.output_dir
     python = sys.executable
     task = ["--dataset_name", args.dataset_name]
+    # The CPU demo's batch recipe (examples/train.py): 16 prompts x 8 samples per generation, learning rate decaying
+    # to 0. Each variant sets its own completion length.
     rl_common = [
         *task, "--num_problems", str(args.rl_problems), "--dataset_seed", "1", "--max_steps", str(args.rl_steps),
-        "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_completion_length", "48",
-        "--temperature", "1.0", "--learning_rate", "5e-6", "--logging_steps", "1", "--save_strategy", "no",
-        "--report_to", "none", "--gradient_checkpointing", "false", "--bf16", "false", "--beta", str(args.beta),
+        "--per_device_train_batch_size", "16", "--num_generations", "8", "--steps_per_generation", "8",
+        "--temperature", "1.0", "--learning_rate", "1e-5", "--lr_scheduler_type", "cosine", "--logging_steps", "5",
+        "--save_strategy", "no", "--report_to", "none", "--gradient_checkpointing", "false", "--bf16", "false",
+        "--beta", str(args.beta),
     ]  # fmt: skip
     evaluate = [
         python, "-m", "trl_laser", "evaluate", *task, "--num_problems", str(args.eval_problems), "--num_samples", "1",
@@ -97,7 +105,27 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
                 "--balance_types",
                 "true",
             ],
-            f"{out}/sft/config.json",
+            f"{out}/sft/training_args.bin",  # saved last by `Trainer.save_model`
+        ),  # fmt: skip
+        (
+            # The same trajectories in the LaSeR variant's format: correct attempts only, each in the LaSeR loop's
+            # context, no verdict trained (the loop writes it from the score).
+            "stage1_sft_attempts",
+            [
+                python,
+                f"{EXAMPLES}/sft_self_correction.py",
+                "--dataset_path",
+                f"{out}/data/dataset",
+                "--output_dir",
+                f"{out}/sft-attempts",
+                "--num_train_epochs",
+                str(args.sft_epochs),
+                "--balance_types",
+                "true",
+                "--loss_mask",
+                "attempts",
+            ],
+            f"{out}/sft-attempts/training_args.bin",
         ),  # fmt: skip
         (
             "stage2_rl_verbal",
@@ -109,8 +137,10 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
                 "--output_dir",
                 f"{out}/rl-verbal",
                 *rl_common,
+                "--max_completion_length",
+                "48",
             ],
-            f"{out}/rl-verbal/config.json",
+            f"{out}/rl-verbal/training_args.bin",
         ),  # fmt: skip
         (
             "stage2_rl_laser",
@@ -118,15 +148,22 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
                 python,
                 f"{EXAMPLES}/rl_self_correction.py",
                 "--use_laser",
+                # From the attempts-format SFT model: the verbal SFT model writes a self-evaluation after each answer,
+                # which the LaSeR loop would then generate before the EOS where the score is read.
                 "--model_name_or_path",
-                f"{out}/sft",
+                f"{out}/sft-attempts",
                 "--output_dir",
                 f"{out}/rl-laser",
+                # The CPU demo's LaSeR recipe (α 1, β_v 0.5, answers of at most 16 tokens).
                 "--self_reward_coef",
                 "1.0",
+                "--self_reward_beta",
+                "0.5",
                 *rl_common,
+                "--max_completion_length",
+                "16",
             ],
-            f"{out}/rl-laser/config.json",
+            f"{out}/rl-laser/training_args.bin",
         ),  # fmt: skip
         (
             "eval_start",
@@ -143,6 +180,21 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
                 f"{out}/eval/start",
             ],
             f"{out}/eval/start/results.json",
+        ),  # fmt: skip
+        (
+            # Not in results.json: shows what SFT alone did to turn-1 accuracy and to the verdicts.
+            "eval_sft",
+            [
+                *evaluate,
+                "--model_name_or_path",
+                f"{out}/sft",
+                "--correction",
+                "verbal",
+                *PLAIN_RECIPE,
+                "--output_dir",
+                f"{out}/eval/sft",
+            ],
+            f"{out}/eval/sft/results.json",
         ),  # fmt: skip
         (
             "eval_verbal",
@@ -204,9 +256,12 @@ def main(argv=None) -> int:
     parser.add_argument("--data_problems", type=int, default=64)
     parser.add_argument("--sft_epochs", type=int, default=3)
     parser.add_argument("--rl_problems", type=int, default=256)
-    parser.add_argument("--rl_steps", type=int, default=40)
+    parser.add_argument("--rl_steps", type=int, default=60)
     parser.add_argument("--beta", type=float, default=0.0, help="KL coefficient (the method's: 0.001).")
     parser.add_argument("--eval_problems", type=int, default=128)
+    parser.add_argument(
+        "--report_dir", default=None, help="Also copy results.json, results.md and stages.json here (e.g. to commit)."
+    )
     parser.add_argument("--dry_run", action="store_true")
     args = parser.parse_args(argv)
     start_model = args.model_name_or_path
@@ -228,18 +283,25 @@ def main(argv=None) -> int:
             json.dump(stages, f, indent=2)
     if args.dry_run:
         return 0
-    data = json.load(open(os.path.join(args.output_dir, "data", "stats.json")))
-    stages["stage1_counts"] = {kind: data.get(f"kept_{kind}", 0) for kind in ("D1", "D2", "D3")}
-    with open(stages_path, "w") as f:
-        json.dump(stages, f, indent=2)
 
     def correction(name):
         return json.load(open(os.path.join(args.output_dir, "eval", name, "results.json")))["correction"]
 
+    data = json.load(open(os.path.join(args.output_dir, "data", "stats.json")))
+    stages["stage1_counts"] = {kind: data.get(f"kept_{kind}", 0) for kind in ("D1", "D2", "D3")}
+    stages["sft_verbal_loop"] = correction("sft")
+    with open(stages_path, "w") as f:
+        json.dump(stages, f, indent=2)
     results = {"start": correction("start")["turn1_accuracy"], "verbal": correction("verbal"),
                "laser": correction("laser")}  # fmt: skip
     with open(os.path.join(args.output_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
+        f.write(table(results) + "\n")
+    if args.report_dir is not None:
+        os.makedirs(args.report_dir, exist_ok=True)
+        for name in ("results.json", "results.md", "stages.json"):
+            shutil.copy(os.path.join(args.output_dir, name), os.path.join(args.report_dir, name))
     print(json.dumps(stages, indent=2))
     print(table(results))
     return 0

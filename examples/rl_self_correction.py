@@ -18,7 +18,9 @@ bonus is hacked).
 LaSeR variant (`--use_laser`). The LaSeR loop reads the score at the end of each attempt, so that is where it is
 trained (`trl_laser.correction.laser`): the rows are first attempts and revision turns built from the model's own
 first attempts (sampled once from the starting model, `--revisions_per_problem`), each completion is one attempt,
-and its reward, onto which LaSeR regresses the score after its EOS, is that attempt's own correctness.
+and its reward, onto which LaSeR regresses the score after its EOS, is that attempt's own correctness. It needs no
+stage-1 data: start it from the model you started stage 1 with (the demo does), since a model fine-tuned on verbal
+trajectories writes a self-evaluation after its answer, and the loop would then generate it before every score.
 
 Every `GRPOConfig` option (with `--use_laser`, every `LaSeRConfig` option), TRL's `ModelConfig` (`--use_peft`,
 `--lora_r`, ...) and `DatasetArguments` are available on the command line or in `--config file.yaml` (`use_laser:
@@ -79,6 +81,17 @@ class ScriptArguments:
     )  # fmt: skip
 
 
+def default_model(use_laser: bool) -> str:
+    """The demo's model: stage 1's SFT model for the verbal variant; the starting model for the LaSeR variant, which
+    needs no verbal data, and whose attempts must end with EOS right after the answer (a model fine-tuned on verbal
+    trajectories writes a self-evaluation there, which the LaSeR loop would then have to generate)."""
+    if use_laser:
+        from trl_laser.demo_model import demo_model_path
+
+        return demo_model_path()
+    return DEMO_MODEL
+
+
 def check_model(model: str) -> None:
     """Only the demo's default path must exist locally; anything else may be a Hub id."""
     if model == DEMO_MODEL and not os.path.exists(model):
@@ -122,7 +135,7 @@ def main(
     use_laser: bool,
     revisions_per_problem: int = 1,
 ) -> str:
-    model = model_args.model_name_or_path or DEMO_MODEL
+    model = model_args.model_name_or_path or default_model(use_laser)
     check_model(model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     # The prompts are the task's own (the wording the trajectories were sampled and fine-tuned with).

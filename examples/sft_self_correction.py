@@ -10,20 +10,24 @@ fine-tune the SmolLM2-135M demo model on a CPU in a few minutes; with a model of
 The loss follows the method's per-type masking (`--loss_mask paper`): each row's `masked_prefix` (written by
 `correction-data`) becomes part of the prompt, so D1 trains the verdict and the revision, D2 only the revision (its
 "wrong" verdict on a correct answer is forced and must not be learned), D3 the first attempt and its verdict.
-`--loss_mask full` trains on the whole trajectory instead. `--balance_types` subsamples the rows so every type has as
+`--loss_mask full` trains on the whole trajectory instead. `--loss_mask attempts` makes the LaSeR variant's data from
+the same trajectories: each correct attempt is a completion of its own, in the context the LaSeR loop generates it
+in, and no verdict is trained (that loop writes the verdict itself, from the score). `--balance_types` subsamples the rows so every type has as
 many as the rarest one (the method's data is roughly balanced).
 """
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
 
 import torch
-from datasets import load_from_disk
+from datasets import Dataset, load_from_disk
 from transformers import AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from trl_laser.correction import balance_types
+from trl_laser.correction import CorrectionFormat, balance_types, trajectory_attempts
+from trl_laser.tasks.task import get_task
 
 
 @dataclass
@@ -34,7 +38,9 @@ class ScriptArguments:
     )
     loss_mask: str = field(
         default="paper",
-        metadata={"help": "'paper': per-type masking of the method; 'full': train on the whole trajectory."},
+        metadata={"help": "'paper': per-type masking of the method; 'full': train on the whole trajectory; "
+                  "'attempts': the LaSeR variant's data, every correct attempt as its own completion in the LaSeR "
+                  "loop's context, no verdict trained."},  # fmt: skip
     )
     balance_types: bool = field(
         default=False,
@@ -54,16 +60,28 @@ def to_prompt_completion(row: dict, tokenizer) -> dict:
     return {"prompt": prompt + masked, "completion": trajectory[len(masked) :]}
 
 
-def prepare_dataset(dataset, tokenizer, loss_mask: str, balance: bool = False, seed: int = 0):
+def correction_format(dataset_path: str) -> CorrectionFormat:
+    """The trajectory format of the task `correction-data` ran (its config.json sits next to `dataset/`)."""
+    config = os.path.join(os.path.dirname(os.path.abspath(dataset_path)), "config.json")
+    if os.path.isfile(config):
+        with open(config) as f:
+            return get_task(json.load(f)["task"]).correction
+    return CorrectionFormat()
+
+
+def prepare_dataset(dataset, tokenizer, loss_mask: str, balance: bool = False, seed: int = 0, fmt=None):
     if balance:
         dataset = dataset.select(balance_types(dataset["type"], seed))
+    if loss_mask == "attempts":
+        fmt = fmt or CorrectionFormat()
+        return Dataset.from_list([example for row in dataset for example in trajectory_attempts(row, tokenizer, fmt)])
     if loss_mask == "paper":
         return dataset.map(
             to_prompt_completion, fn_kwargs={"tokenizer": tokenizer}, remove_columns=dataset.column_names
         )
     if loss_mask == "full":
         return dataset.select_columns(["messages"])
-    raise ValueError(f"loss_mask must be 'paper' or 'full', got {loss_mask!r}.")
+    raise ValueError(f"loss_mask must be 'paper', 'full' or 'attempts', got {loss_mask!r}.")
 
 
 def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> str:
@@ -81,8 +99,9 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     tokenizer = AutoTokenizer.from_pretrained(model)
     dataset = load_from_disk(script_args.dataset_path)
     dataset = prepare_dataset(
-        dataset, tokenizer, script_args.loss_mask, script_args.balance_types, training_args.seed
-    )
+        dataset, tokenizer, script_args.loss_mask, script_args.balance_types, training_args.seed,
+        correction_format(script_args.dataset_path),
+    )  # fmt: skip
     if not len(dataset):
         sys.exit(f"No rows to train on in {script_args.dataset_path}.")
     trainer = SFTTrainer(

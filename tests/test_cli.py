@@ -1,5 +1,6 @@
 """Command-line conventions: `--version`, `python -m trl_laser`, both flag spellings, YAML recipes, demo defaults."""
 
+import argparse
 import importlib
 import importlib.util
 import os
@@ -120,3 +121,31 @@ def test_readme_training_commands_parse_in_both_spellings():
         # bf16 needs a GPU; the rest is parsed as written
         parsed = [train.parse_args([*variant, "--bf16", "false"]) for variant in spellings(argv)]
         assert parsed[0] == parsed[1] == parsed[2]
+
+
+def test_correction_toy_run_commands_parse():
+    """The hour-long toy run chains commands; an option one of them does not know must fail here, not mid-run."""
+    toy = load_example("correction_toy_run")
+    args = argparse.Namespace(output_dir="out", dataset_name="builtin:compare", data_problems=4, sft_epochs=1,
+                              rl_problems=8, rl_steps=2, beta=0.0, eval_problems=4)  # fmt: skip
+    stages = toy.commands(args, "start-model")
+    assert [name for name, _, _ in stages] == [
+        "stage1_data", "stage1_sft", "stage1_sft_attempts", "stage2_rl_verbal", "stage2_rl_laser", "eval_start",
+        "eval_sft", "eval_verbal", "eval_laser",
+    ]  # fmt: skip
+    sft, rl = load_example("sft_self_correction"), load_example("rl_self_correction")
+    for name, command, done in stages:
+        assert done.startswith("out/")
+        if command[1:3] == ["-m", "trl_laser"]:
+            module = importlib.import_module(f"trl_laser.cli.{COMMANDS[command[3]][0]}")
+            module.make_parser().parse_args_and_config(command[4:])
+        elif command[1].endswith("sft_self_correction.py"):
+            script_args, training_args, _ = sft.make_parser(command[2:]).parse_args_and_config(command[2:])
+            assert script_args.balance_types and training_args.output_dir.startswith("out/")
+        else:
+            use_laser, demo = rl._pre_parse(command[2:])
+            assert use_laser == (name == "stage2_rl_laser") and not demo
+            dataset_args, training_args, model_args, _ = rl.make_parser(use_laser, demo).parse_args_and_config(
+                command[2:]
+            )
+            assert training_args.max_steps == 2 and model_args.model_name_or_path.startswith("out/sft")

@@ -92,6 +92,11 @@ def test_three_stages_and_both_loops(tiny_model_dir, tmp_path):
     split = sft.prepare_dataset(dataset, AutoTokenizer.from_pretrained(tiny_model_dir), "paper")
     d2 = split[[r["type"] for r in dataset].index("D2")]
     assert d2["prompt"].endswith("[VERIFY] wrong.") and d2["completion"].startswith("\n\nRevision:")
+    # The LaSeR variant's data from the same rows: D1 → its revision, D2 → attempt and revision, D3 → its attempt.
+    fmt = sft.correction_format(str(data / "dataset"))  # the task that correction-data ran, from its config.json
+    assert fmt == task.correction
+    attempts = sft.prepare_dataset(dataset, AutoTokenizer.from_pretrained(tiny_model_dir), "attempts", fmt=fmt)
+    assert len(attempts) == 4 + 2 * 4 + 4 and not any("[VERIFY]" in c for c in attempts["completion"])
     sft_dir = str(tmp_path / "sft")
     sft_args = SFTConfig(output_dir=sft_dir, max_steps=2, per_device_train_batch_size=4, max_length=256,
                          logging_steps=1, **COMMON)  # fmt: skip

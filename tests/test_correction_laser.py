@@ -8,7 +8,15 @@ import torch
 from datasets import Dataset
 
 from trl_laser import SelfRewardScorer
-from trl_laser.correction import attempt_prefix, attempt_prompt_text, attempt_rows, make_attempt_reward, self_correct
+from trl_laser.correction import (
+    attempt_prefix,
+    attempt_prompt_text,
+    attempt_rows,
+    make_attempt_reward,
+    self_correct,
+    trajectory_attempts,
+)
+from trl_laser.correction.rejection_sampling import trajectory_row
 from trl_laser.scoring.readout import eos_positions
 from trl_laser.tasks import COMPARE_TASK
 from trl_laser.testing import EOS_ID, FakeGenerator
@@ -58,6 +66,31 @@ def test_attempt_rows_first_attempts_and_revisions_of_own_attempts(tiny_model_di
     assert rows[2]["prompt"] == attempt_prompt_text(tokenizer, conversation, attempt_prefix(FMT, ["45"]))
     assert rows[2]["prompt"].endswith("<|im_start|>assistant\n45\n\nSelf-evaluation: [VERIFY] wrong.\n\nRevision:")
     assert rows[2]["answer"] == "72"
+
+
+def test_trajectory_attempts_are_the_correct_attempts_in_the_loops_context(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    conversation = TASK.build_prompt("Which is larger, 45 or 72?")
+
+    def row(kind, attempt, evaluation, revision):
+        trajectory = trajectory_row(FMT, kind, attempt, evaluation, revision)["trajectory"]
+        return {"type": kind, "messages": [*conversation, {"role": "assistant", "content": trajectory}]}
+
+    first = attempt_prompt_text(tokenizer, conversation)
+    d1 = trajectory_attempts(row("D1", "45", "[VERIFY] wrong.", "72"), tokenizer, FMT)
+    assert d1 == [{"prompt": attempt_prompt_text(tokenizer, conversation, attempt_prefix(FMT, ["45"])),
+                   "completion": " 72"}]  # fmt: skip
+    assert d1[0]["prompt"].endswith("assistant\n45\n\nSelf-evaluation: [VERIFY] wrong.\n\nRevision:")
+    d2 = trajectory_attempts(row("D2", "72", FMT.wrong_verdict, "72 is larger"), tokenizer, FMT)
+    assert d2 == [{"prompt": first, "completion": "72"},
+                  {"prompt": attempt_prompt_text(tokenizer, conversation, attempt_prefix(FMT, ["72"])),
+                   "completion": " 72 is larger"}]  # fmt: skip
+    d3 = trajectory_attempts(row("D3", "72", "[VERIFY] correct.", None), tokenizer, FMT)
+    assert d3 == [{"prompt": first, "completion": "72"}]  # the verdict is not a target
+    # What the loop generates after the prompt is what the example trains: the same text.
+    assert d1[0]["prompt"] + d1[0]["completion"] == first + FMT.assemble(["45", "72"], [FMT.wrong_verdict])
 
 
 @pytest.mark.usefixtures("one_thread")

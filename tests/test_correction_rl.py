@@ -51,6 +51,14 @@ def test_hub_ids_are_not_refused_and_beta_is_exposed(rl, tmp_path):
     assert isinstance(training_args, GRPOConfig) and training_args.beta == rl.PAPER_KL_COEF == 0.001
 
 
+def test_demo_starts_the_laser_variant_from_the_starting_model(rl, monkeypatch):
+    import trl_laser.demo_model
+
+    monkeypatch.setattr(trl_laser.demo_model, "demo_model_path", lambda: "/cache/SmolLM2-135M-Instruct")
+    assert rl.default_model(use_laser=True) == "/cache/SmolLM2-135M-Instruct"  # no verbal SFT before LaSeR
+    assert rl.default_model(use_laser=False) == rl.DEMO_MODEL == "outputs/sft-self-correction"
+
+
 def test_truncation_uses_every_eos_id_of_the_generation_config(rl, tmp_path):
     model = save_tiny_model(str(tmp_path / "m"))
     GenerationConfig(eos_token_id=[2, 0], pad_token_id=2).save_pretrained(model)

@@ -31,6 +31,7 @@ _EXPORTS = {
     "attempt_prefix": "laser",
     "attempt_prompt_text": "laser",
     "attempt_rows": "laser",
+    "trajectory_attempts": "laser",
     "make_attempt_reward": "laser",
     "CorrectionResult": "loop",
     "self_correct": "loop",
@@ -59,12 +60,13 @@ __all__ = [
     "select_evaluations",
     "select_revisions",
     "self_correct",
+    "trajectory_attempts",
 ]
 
 if TYPE_CHECKING:
     from .evaluation import correction_metrics, evaluate_correction
     from .format import CORRECT, WRONG, Attempt, CorrectionFormat
-    from .laser import attempt_prefix, attempt_prompt_text, attempt_rows, make_attempt_reward
+    from .laser import attempt_prefix, attempt_prompt_text, attempt_rows, make_attempt_reward, trajectory_attempts
     from .loop import CorrectionResult, self_correct
     from .rejection_sampling import (
         RejectionSamplingConfig,

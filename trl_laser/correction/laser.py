@@ -114,3 +114,26 @@ def attempt_rows(
             prompt = attempt_prompt_text(tokenizer, conversation, attempt_prefix(fmt, [attempt]))
             rows.append({"prompt": prompt, "answer": str(p["answer"]), "kind": "revision"})
     return rows
+
+
+def trajectory_attempts(row: dict, tokenizer, fmt: CorrectionFormat) -> list[dict]:
+    """Supervised examples (`prompt` text, `completion`) in the LaSeR variant's format from one stage-1 trajectory row
+    (`type`, `messages` ending in the assistant trajectory): every correct attempt of the trajectory, each in the
+    context the LaSeR loop generates it in (`attempt_prefix`), ending where the loop reads the score (TRL's SFTTrainer
+    appends the EOS). No verdict is a target: in this variant the loop writes the verdict.
+
+    D3 and D2 give their (correct) first attempt; D1 and D2 give their revision, after the first attempt judged
+    "wrong" (D1: a wrong attempt, so the revision fixes it; D2: a right one, so the revision keeps it). D1's wrong
+    first attempt is never a target.
+    """
+    attempts = [a.text for a in fmt.split(row["messages"][-1]["content"])]
+    conversation = row["messages"][:-1]
+    examples = []
+    if row["type"] in ("D2", "D3"):
+        examples.append({"prompt": attempt_prompt_text(tokenizer, conversation), "completion": attempts[0]})
+    if row["type"] in ("D1", "D2"):
+        prefix = attempt_prefix(fmt, attempts[:1])
+        examples.append(
+            {"prompt": attempt_prompt_text(tokenizer, conversation, prefix), "completion": fmt.separator + attempts[1]}
+        )
+    return examples
