@@ -18,9 +18,11 @@ bonus is hacked).
 LaSeR variant (`--use_laser`). The LaSeR loop reads the score at the end of each attempt, so that is where it is
 trained (`trl_laser.correction.laser`): the rows are first attempts and revision turns built from the model's own
 first attempts (sampled once from the starting model, `--revisions_per_problem`), each completion is one attempt,
-and its reward, onto which LaSeR regresses the score after its EOS, is that attempt's own correctness. It needs no
-stage-1 data: start it from the model you started stage 1 with (the demo does), since a model fine-tuned on verbal
-trajectories writes a self-evaluation after its answer, and the loop would then generate it before every score.
+and its reward, onto which LaSeR regresses the score after its EOS, is that attempt's own correctness. Start it from
+a model whose attempts end with EOS right after the answer: the starting model (the demo's default) or one fine-tuned
+on the stage-1 trajectories in the attempts format (`sft_self_correction.py --loss_mask attempts`). A model fine-tuned
+on verbal trajectories writes a self-evaluation after its answer, which the loop would then generate before every
+score.
 
 Every `GRPOConfig` option (with `--use_laser`, every `LaSeRConfig` option), TRL's `ModelConfig` (`--use_peft`,
 `--lora_r`, ...) and `DatasetArguments` are available on the command line or in `--config file.yaml` (`use_laser:

@@ -12,8 +12,8 @@ The loss follows the method's per-type masking (`--loss_mask paper`): each row's
 "wrong" verdict on a correct answer is forced and must not be learned), D3 the first attempt and its verdict.
 `--loss_mask full` trains on the whole trajectory instead. `--loss_mask attempts` makes the LaSeR variant's data from
 the same trajectories: each correct attempt is a completion of its own, in the context the LaSeR loop generates it
-in, and no verdict is trained (that loop writes the verdict itself, from the score). `--balance_types` subsamples the rows so every type has as
-many as the rarest one (the method's data is roughly balanced).
+in, and no verdict is trained (that loop writes the verdict itself, from the score). `--balance_types` subsamples the
+rows so that every type has as many as the rarest one (the method's data is roughly balanced).
 """
 
 import json

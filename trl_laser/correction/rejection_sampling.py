@@ -25,6 +25,7 @@ interrupted run resumes where it stopped without regenerating or duplicating any
 
 import json
 import os
+import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -199,8 +200,6 @@ def balance_types(types: list[str], seed: int = 0) -> list[int]:
     needs an agreeing "wrong" verdict AND a correct revision) than D3 rows; trained on that mix, the model learns to
     call every answer correct. Which rows of a type are kept is a seeded random choice; the order of `types` is kept.
     """
-    import random
-
     by_type: dict[str, list[int]] = {}
     for index, kind in enumerate(types):
         by_type.setdefault(kind, []).append(index)
