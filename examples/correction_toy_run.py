@@ -43,186 +43,63 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
     out = args.output_dir
     python = sys.executable
     task = ["--dataset_name", args.dataset_name]
-    # The CPU demo's batch recipe (examples/train.py): 16 prompts x 8 samples per generation, learning rate decaying
-    # to 0. Each variant sets its own completion length.
-    rl_common = [
-        *task, "--num_problems", str(args.rl_problems), "--dataset_seed", "1", "--max_steps", str(args.rl_steps),
-        "--per_device_train_batch_size", "16", "--num_generations", "8", "--steps_per_generation", "8",
-        "--temperature", "1.0", "--learning_rate", "1e-5", "--lr_scheduler_type", "cosine", "--logging_steps", "5",
-        "--save_strategy", "no", "--report_to", "none", "--gradient_checkpointing", "false", "--bf16", "false",
-        "--beta", str(args.beta),
-    ]  # fmt: skip
-    evaluate = [
-        python, "-m", "trl_laser", "evaluate", *task, "--num_problems", str(args.eval_problems), "--num_samples", "1",
-        "--max_new_tokens", "48", "--temperature", "0",
+
+    def sft(name: str, output: str, *extra: str):
+        command = [
+            python, f"{EXAMPLES}/sft_self_correction.py", "--dataset_path", f"{out}/data/dataset", "--output_dir", output,
+            "--num_train_epochs", str(args.sft_epochs), "--balance_types", "true", *extra,
+        ]  # fmt: skip
+        return name, command, f"{output}/training_args.bin"  # saved last by `Trainer.save_model`
+
+    def rl(name: str, model: str, output: str, *extra: str):
+        # The CPU demo's batch recipe (examples/train.py): 16 prompts x 8 samples per generation, learning rate
+        # decaying to 0. Each variant sets its own completion length.
+        command = [
+            python, f"{EXAMPLES}/rl_self_correction.py", "--model_name_or_path", model, "--output_dir", output, *extra,
+            *task, "--num_problems", str(args.rl_problems), "--dataset_seed", "1",
+            "--max_steps", str(args.rl_steps), "--per_device_train_batch_size", "16", "--num_generations", "8",
+            "--steps_per_generation", "8", "--temperature", "1.0", "--learning_rate", "1e-5",
+            "--lr_scheduler_type", "cosine", "--logging_steps", "5", "--save_strategy", "no", "--report_to", "none",
+            "--gradient_checkpointing", "false", "--bf16", "false", "--beta", str(args.beta),
+        ]  # fmt: skip
+        return name, command, f"{output}/training_args.bin"
+
+    def evaluation(name: str, model: str, *extra: str):
+        output = f"{out}/eval/{name}"
+        command = [
+            python, "-m", "trl_laser", "evaluate", *task, "--num_problems", str(args.eval_problems),
+            "--num_samples", "1", "--max_new_tokens", "48", "--temperature", "0", "--model_name_or_path", model,
+            *extra, "--output_dir", output,
+        ]  # fmt: skip
+        return f"eval_{name}", command, f"{output}/results.json"
+
+    stage1_data = [
+        python, "-m", "trl_laser", "correction-data", *task, "--model_name_or_path", start_model,
+        "--num_problems", str(args.data_problems), "--num_attempts", "8",
+        # The method's budget of evaluations and revisions (8 / 8 / 4): a wrong attempt becomes a D1 row only with an
+        # agreeing "wrong" verdict AND a correct revision, both rare for a 135M model.
+        "--num_evaluations", "8", "--num_revisions_wrong", "8", "--num_revisions_correct", "4", "--max_per_type", "2",
+        "--max_new_tokens", "16",
+        # A verdict after the forced "[VERIFY]" takes ~3 tokens; longer evaluations are rambling ones.
+        "--evaluation_max_new_tokens", "8", "--output_dir", f"{out}/data",
     ]  # fmt: skip
     return [
-        (
-            "stage1_data",
-            [
-                python,
-                "-m",
-                "trl_laser",
-                "correction-data",
-                *task,
-                "--model_name_or_path",
-                start_model,
-                "--num_problems",
-                str(args.data_problems),
-                "--num_attempts",
-                "8",
-                # The method's budget of evaluations and revisions (8 / 8 / 4): a wrong attempt becomes a D1 row only
-                # with an agreeing "wrong" verdict AND a correct revision, both rare for a 135M model.
-                "--num_evaluations",
-                "8",
-                "--num_revisions_wrong",
-                "8",
-                "--num_revisions_correct",
-                "4",
-                "--max_per_type",
-                "2",
-                "--max_new_tokens",
-                "16",
-                # A verdict after the forced "[VERIFY]" takes ~3 tokens; longer evaluations are rambling ones.
-                "--evaluation_max_new_tokens",
-                "8",
-                "--output_dir",
-                f"{out}/data",
-            ],
-            f"{out}/data/stats.json",
-        ),  # fmt: skip
-        (
-            "stage1_sft",
-            [
-                python,
-                f"{EXAMPLES}/sft_self_correction.py",
-                "--dataset_path",
-                f"{out}/data/dataset",
-                "--output_dir",
-                f"{out}/sft",
-                "--num_train_epochs",
-                str(args.sft_epochs),
-                "--balance_types",
-                "true",
-            ],
-            f"{out}/sft/training_args.bin",  # saved last by `Trainer.save_model`
-        ),  # fmt: skip
-        (
-            # The same trajectories in the LaSeR variant's format: correct attempts only, each in the LaSeR loop's
-            # context, no verdict trained (the loop writes it from the score).
-            "stage1_sft_attempts",
-            [
-                python,
-                f"{EXAMPLES}/sft_self_correction.py",
-                "--dataset_path",
-                f"{out}/data/dataset",
-                "--output_dir",
-                f"{out}/sft-attempts",
-                "--num_train_epochs",
-                str(args.sft_epochs),
-                "--balance_types",
-                "true",
-                "--loss_mask",
-                "attempts",
-            ],
-            f"{out}/sft-attempts/training_args.bin",
-        ),  # fmt: skip
-        (
-            "stage2_rl_verbal",
-            [
-                python,
-                f"{EXAMPLES}/rl_self_correction.py",
-                "--model_name_or_path",
-                f"{out}/sft",
-                "--output_dir",
-                f"{out}/rl-verbal",
-                *rl_common,
-                "--max_completion_length",
-                "48",
-            ],
-            f"{out}/rl-verbal/training_args.bin",
-        ),  # fmt: skip
-        (
-            "stage2_rl_laser",
-            [
-                python,
-                f"{EXAMPLES}/rl_self_correction.py",
-                "--use_laser",
-                # From the attempts-format SFT model: the verbal SFT model writes a self-evaluation after each answer,
-                # which the LaSeR loop would then generate before the EOS where the score is read.
-                "--model_name_or_path",
-                f"{out}/sft-attempts",
-                "--output_dir",
-                f"{out}/rl-laser",
-                # The CPU demo's LaSeR recipe (α 1, β_v 0.5, answers of at most 16 tokens).
-                "--self_reward_coef",
-                "1.0",
-                "--self_reward_beta",
-                "0.5",
-                *rl_common,
-                "--max_completion_length",
-                "16",
-            ],
-            f"{out}/rl-laser/training_args.bin",
-        ),  # fmt: skip
-        (
-            "eval_start",
-            [
-                *evaluate,
-                "--model_name_or_path",
-                start_model,
-                "--correction",
-                "verbal",
-                "--max_attempts",
-                "1",
-                *PLAIN_RECIPE,
-                "--output_dir",
-                f"{out}/eval/start",
-            ],
-            f"{out}/eval/start/results.json",
-        ),  # fmt: skip
-        (
-            # Not in results.json: shows what SFT alone did to turn-1 accuracy and to the verdicts.
-            "eval_sft",
-            [
-                *evaluate,
-                "--model_name_or_path",
-                f"{out}/sft",
-                "--correction",
-                "verbal",
-                *PLAIN_RECIPE,
-                "--output_dir",
-                f"{out}/eval/sft",
-            ],
-            f"{out}/eval/sft/results.json",
-        ),  # fmt: skip
-        (
-            "eval_verbal",
-            [
-                *evaluate,
-                "--model_name_or_path",
-                f"{out}/rl-verbal",
-                "--correction",
-                "verbal",
-                *PLAIN_RECIPE,
-                "--output_dir",
-                f"{out}/eval/verbal",
-            ],
-            f"{out}/eval/verbal/results.json",
-        ),  # fmt: skip
-        (
-            "eval_laser",
-            [
-                *evaluate,
-                "--model_name_or_path",
-                f"{out}/rl-laser",
-                "--correction",
-                "laser",
-                "--output_dir",
-                f"{out}/eval/laser",
-            ],
-            f"{out}/eval/laser/results.json",
-        ),  # fmt: skip
+        ("stage1_data", stage1_data, f"{out}/data/stats.json"),
+        sft("stage1_sft", f"{out}/sft"),
+        # The same trajectories in the LaSeR variant's format: correct attempts only, each in the LaSeR loop's
+        # context, no verdict trained (the loop writes it from the score).
+        sft("stage1_sft_attempts", f"{out}/sft-attempts", "--loss_mask", "attempts"),
+        rl("stage2_rl_verbal", f"{out}/sft", f"{out}/rl-verbal", "--max_completion_length", "48"),
+        # LaSeR from the attempts-format SFT model: the verbal SFT model writes a self-evaluation after each answer,
+        # which the LaSeR loop would then generate before the EOS where the score is read. The CPU demo's LaSeR
+        # recipe: α 1, β_v 0.5, answers of at most 16 tokens.
+        rl("stage2_rl_laser", f"{out}/sft-attempts", f"{out}/rl-laser", "--use_laser", "--self_reward_coef", "1.0",
+           "--self_reward_beta", "0.5", "--max_completion_length", "16"),  # fmt: skip
+        evaluation("start", start_model, "--correction", "verbal", "--max_attempts", "1", *PLAIN_RECIPE),
+        # Not in results.json: shows what SFT alone did to turn-1 accuracy and to the verdicts.
+        evaluation("sft", f"{out}/sft", "--correction", "verbal", *PLAIN_RECIPE),
+        evaluation("verbal", f"{out}/rl-verbal", "--correction", "verbal", *PLAIN_RECIPE),
+        evaluation("laser", f"{out}/rl-laser", "--correction", "laser"),
     ]
 
 
