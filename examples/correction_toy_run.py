@@ -46,8 +46,8 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
 
     def sft(name: str, output: str, *extra: str):
         command = [
-            python, f"{EXAMPLES}/sft_self_correction.py", "--dataset_path", f"{out}/data/dataset", "--output_dir", output,
-            "--num_train_epochs", str(args.sft_epochs), "--balance_types", "true", *extra,
+            python, f"{EXAMPLES}/sft_self_correction.py", "--dataset_path", f"{out}/data/dataset",
+            "--output_dir", output, "--num_train_epochs", str(args.sft_epochs), "--balance_types", "true", *extra,
         ]  # fmt: skip
         return name, command, f"{output}/training_args.bin"  # saved last by `Trainer.save_model`
 
