@@ -281,7 +281,6 @@ def plot_voting_curves(results: dict, path: str) -> str:
 
 def main():
     parser = TrlParser((ReproduceArguments, LaSeRConfig))
-    # The reproduction recipe, sized for two CPU cores; every field can be overridden (command line or --config).
     # The CPU demo's recipe (examples/train.py), with periodic checkpoints so that an interrupted run resumes; every
     # field can be overridden on the command line or with --config.
     parser.set_defaults(**{**DEMO_DEFAULTS, "output_dir": "outputs/reproduction", "save_strategy": "steps"})
