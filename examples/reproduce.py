@@ -9,7 +9,8 @@ each, and writes `OUTPUT/results.json`, `OUTPUT/results.md` and plots:
 
 All three models are scored with the same recipe (token z_c, β_v, c_ref): c_ref is measured once on the untrained
 model, as the paper compares a trained self-verifier with the score an untrained head gives. The GRPO run reads and
-logs that score without training it (`self_reward_monitor`). A rerun after an interruption reuses finished stages.
+logs that score without training it (`self_reward_monitor`). A rerun after an interruption reuses finished stages
+and resumes an unfinished training from its last complete checkpoint (one whose save was cut short is skipped).
 Tune with `--eval_split validation`; the test split is disjoint from train and validation by construction.
 """
 
@@ -31,6 +32,7 @@ from trl_laser.evaluation.metrics import auroc
 from trl_laser.evaluation.plots import draw_aggregation_curves, pyplot
 from trl_laser.scoring.reference_constant import estimate_reference_constant
 from trl_laser.scoring.scorer import load_pretrained
+from trl_laser.training.checkpoints import last_complete_checkpoint
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -162,10 +164,8 @@ def train(stage: str, model_path: str, args: LaSeRConfig, train_dataset, reward)
         return args.output_dir
     print(f"[{stage}] training into {args.output_dir}")
     trainer = LaSeRGRPOTrainer(model=model_path, reward_funcs=reward, args=args, train_dataset=train_dataset)
-    checkpoint = None
-    if os.path.isdir(args.output_dir) and any(d.startswith("checkpoint-") for d in os.listdir(args.output_dir)):
-        checkpoint = True  # resume an interrupted run from its last checkpoint
-    trainer.train(resume_from_checkpoint=checkpoint)
+    # An interrupted run resumes from its last complete checkpoint (None: from the start).
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(args.output_dir))
     trainer.save_model(args.output_dir)
     dump_json(trainer.state.log_history, done)
     return args.output_dir
