@@ -30,5 +30,7 @@ def last_complete_checkpoint(output_dir: str) -> str | None:
         path = os.path.join(output_dir, name)
         if os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
             return path
-        warnings.warn(f"{path} has no {TRAINER_STATE_NAME}: its save was cut short, so it is not resumed from.")
+        warnings.warn(
+            f"{path} has no {TRAINER_STATE_NAME}: its save was cut short, so it is not resumed from.", stacklevel=2
+        )
     return None
