@@ -27,6 +27,7 @@ from transformers import AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from trl_laser.correction import CorrectionFormat, balance_types, trajectory_attempts
+from trl_laser.correction.rejection_sampling import CONFIG_FILE
 from trl_laser.tasks.task import get_task
 
 
@@ -62,7 +63,7 @@ def to_prompt_completion(row: dict, tokenizer) -> dict:
 
 def correction_format(dataset_path: str) -> CorrectionFormat:
     """The trajectory format of the task `correction-data` ran (its config.json sits next to `dataset/`)."""
-    config = os.path.join(os.path.dirname(os.path.abspath(dataset_path)), "config.json")
+    config = os.path.join(os.path.dirname(os.path.abspath(dataset_path)), CONFIG_FILE)
     if os.path.isfile(config):
         with open(config) as f:
             return get_task(json.load(f)["task"]).correction
