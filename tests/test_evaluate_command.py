@@ -7,6 +7,8 @@ import pytest
 
 from trl_laser.cli import main
 from trl_laser.evaluation.evaluate import evaluate_samples
+from trl_laser.evaluation.free_verifiers import FREE_VERIFIERS
+from trl_laser.evaluation.metrics import auroc
 from trl_laser.scoring.scorer import Completion, GeneratedSamples, SelfRewardScorer
 from trl_laser.tasks import MATH_TASK, load_problems
 
@@ -68,8 +70,22 @@ def test_evaluate_builtin_task_end_to_end(laser_model_dir, tmp_path, capsys):
         assert isinstance(line["correct"], bool)
     for name in results["plots"]:
         assert (report / name).read_bytes()[:4] == b"\x89PNG"
-    assert sorted(results["plots"]) == ["aggregation_curves.png", "reliability.png", "score_histogram.png"]
-    assert "accuracy" in capsys.readouterr().out
+    assert sorted(results["plots"]) == [
+        "aggregation_curves.png", "reliability.png", "roc_curves.png", "score_histogram.png",
+    ]  # fmt: skip
+    # Every free verifier is on every sample line, and the report's AUROC is measured on the finished samples.
+    assert list(results["free_verifiers"]) == list(FREE_VERIFIERS)
+    for line in lines:
+        assert set(line["verifiers"]) == set(FREE_VERIFIERS)
+        assert line["verifiers"]["length"] == -line["num_tokens"]
+    finished = [line for line in lines if line["finished"]]
+    for name, entry in results["free_verifiers"].items():
+        expected = auroc([line["verifiers"][name] for line in finished], [line["correct"] for line in finished])
+        assert entry["auroc"] == (None if math.isnan(expected) else pytest.approx(expected))
+        assert entry["num_samples"] == len(finished)
+        assert {"weighted_maj@4", "top10_weighted_maj@4"} <= entry.keys()
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "free verifiers" in out and "self_certainty" in out
 
 
 def test_explicit_recipe_for_a_model_without_metadata(tiny_model_dir, gsm8k_file, tmp_path):

@@ -124,6 +124,11 @@ def self_correct(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}.")
+    if mode == "laser" and score_fn is None and not getattr(generator, "has_scores", True):
+        raise ValueError(
+            "The LaSeR correction loop decides by r_s, and this generator has no scoring recipe. Load it with "
+            "`SelfRewardScorer.from_pretrained(path, config=SelfRewardConfig(...))` or from a LaSeR checkpoint."
+        )
     score_fn = score_fn or _cached_scores
     fmt = task.correction
     prompts = [task.build_prompt(p) if isinstance(p, str) else list(p) for p in problems]

@@ -1,7 +1,9 @@
 """Evaluate a model on problems: sample K solutions each (with their self-reward), grade, vote, measure, and plot.
 
 Writes into `output_dir`: `results.json` (accuracy, self-verification metrics, maj@k / weighted@k / best-of-k /
-pass@k curves), `samples.jsonl` (one line per sampled solution) and three PNG plots.
+pass@k curves, and the same measures for the free verifiers a model has without training one: its token
+confidence, self-certainty, the agreement of its samples, answer length), `samples.jsonl` (one line per sampled
+solution) and four PNG plots.
 """
 
 import json
@@ -14,6 +16,7 @@ from typing import Literal
 from ..scoring.recipe import SelfRewardConfig, resolve_self_reward_config
 from ..tasks.task import Task
 from ..training.self_reward import CORRECT_THRESHOLD
+from .free_verifiers import free_verifier_report, sample_verifiers
 from .metrics import verification_report
 from .plots import plot_all
 from .voting import aggregation_curves, group_answers
@@ -87,23 +90,53 @@ def json_safe(value):
     return value
 
 
+def roc_inputs(
+    scores: Sequence[Sequence[float | None]],
+    correct: Sequence[Sequence[bool]],
+    finished: Sequence[Sequence[bool]],
+    verifiers: Sequence[Sequence[dict[str, float]]],
+) -> dict[str, tuple[list, list]]:
+    """(scores, labels) of r_s and of every free verifier over the same samples (the finished ones), per name."""
+    inputs: dict[str, tuple[list, list]] = {"r_s": ([], [])}
+    for problem in zip(scores, correct, finished, verifiers, strict=True):
+        for score, label, done, values in zip(*problem, strict=True):
+            if not done:
+                continue
+            inputs["r_s"][0].append(score)
+            inputs["r_s"][1].append(label)
+            for name, value in values.items():
+                inputs.setdefault(name, ([], []))
+                inputs[name][0].append(value)
+                inputs[name][1].append(label)
+    return inputs
+
+
 def evaluate_samples(
     problems: Sequence[dict], samples, task: Task, num_subsets: int = 32, seed: int = 0, output_dir: str | None = None
 ) -> dict:
     """Grade, vote and measure the `samples` (one `GeneratedSamples` per problem row); write `samples.jsonl` and the
-    plots into `output_dir` when given. A problem whose reference answer cannot be read is left out of the metrics."""
-    groups, scores, correct, lines = [], [], [], []
+    plots into `output_dir` when given. A problem whose reference answer cannot be read is left out of the metrics.
+    r_s and every free verifier (`free_verifiers`) are measured on the same samples."""
+    groups, scores, correct, finished, verifiers, lines = [], [], [], [], [], []
     ungradable = 0
+    for sample in samples:
+        sample.require_scores("Self-reward weighted voting and best-of-N")
     for index, (problem, sample) in enumerate(zip(problems, samples, strict=True)):
         labels = [task.check(text, problem["answer"]) for text in sample.texts]
         answers = [task.extract_answer(text) for text in sample.texts]
+        problem_groups = group_answers(answers, task.same_answer)
+        values = sample_verifiers(
+            problem_groups, [c.verifiers for c in sample.completions], [c.num_tokens for c in sample.completions]
+        )
         if None in labels:
             labels = [None] * len(labels)
             ungradable += 1
         else:
-            groups.append(group_answers(answers, task.same_answer))
+            groups.append(problem_groups)
             scores.append(sample.scores)
             correct.append(labels)
+            finished.append(sample.finished)
+            verifiers.append(values)
         for j, completion in enumerate(sample.completions):
             lines.append(
                 {
@@ -117,6 +150,7 @@ def evaluate_samples(
                     "score": completion.score,
                     "finished": completion.finished,
                     "num_tokens": completion.num_tokens,
+                    "verifiers": values[j],
                 }
             )
 
@@ -126,26 +160,28 @@ def evaluate_samples(
     verification = verification_report(flat_scores, flat_labels)
     curves = aggregation_curves(groups, scores, correct, num_subsets=num_subsets, seed=seed)
     accuracy = sum(sum(c) / len(c) for c in correct) / len(correct) if correct else float("nan")
-    finished = [f for s in samples for f in s.finished]
+    all_finished = [f for s in samples for f in s.finished]
     results = {
         "num_problems": len(samples),
         "num_ungradable": ungradable,
         "accuracy": accuracy,
-        "finished_rate": sum(finished) / max(1, len(finished)),
+        "finished_rate": sum(all_finished) / max(1, len(all_finished)),
         f"maj@{num}": curves["majority"].get(num, float("nan")),
         f"weighted_maj@{num}": curves["weighted"].get(num, float("nan")),
         f"best_of_{num}": curves["best_of"].get(num, float("nan")),
         f"pass@{num}": curves["pass"].get(num, float("nan")),
         "verification": verification,
+        "free_verifiers": free_verifier_report(groups, correct, finished, verifiers),
         "curves": curves,
     }
     if output_dir is not None:
         with open(os.path.join(output_dir, "samples.jsonl"), "w") as f:
             for line in lines:
                 f.write(json.dumps(json_safe(line)) + "\n")
+        rocs = roc_inputs(scores, correct, finished, verifiers)
         results["plots"] = [
             os.path.basename(p)
-            for p in plot_all(output_dir, flat_scores, flat_labels, curves, accuracy, verification["ece"])
+            for p in plot_all(output_dir, flat_scores, flat_labels, curves, accuracy, verification["ece"], rocs)
         ]
     return results
 
@@ -226,5 +262,20 @@ def format_summary(results: dict, output_dir: str) -> str:
         f"{pct(v['estimated_prior'])})\n"
         f"maj@{k} {pct(results[f'maj@{k}'])}, weighted {pct(results[f'weighted_maj@{k}'])}, "
         f"best-of-{k} {pct(results[f'best_of_{k}'])}, pass@{k} {pct(results[f'pass@{k}'])}\n"
-        f"report written to {output_dir}/"
+        + free_verifier_lines(results.get("free_verifiers", {}), k, pct)
+        + f"report written to {output_dir}/"
     )
+
+
+def free_verifier_lines(report: dict, k: int, pct) -> str:
+    """One terminal line per free verifier: its AUROC beside r_s's, and its DeepConf votes."""
+    if not report:
+        return ""
+    width = max(len(name) for name in report)
+    lines = ["free verifiers (same samples; AUROC, DeepConf vote keeping 90 % / 10 % of the samples):"]
+    for name, entry in report.items():
+        lines.append(
+            f"  {name:<{width}}  AUROC {pct(entry['auroc'])}  vote {pct(entry[f'weighted_maj@{k}'])} / "
+            f"{pct(entry[f'top10_weighted_maj@{k}'])}"
+        )
+    return "\n".join(lines) + "\n"

@@ -55,6 +55,27 @@ def auroc(scores: Sequence[float | None], labels: Sequence[bool]) -> float:
     return (positive_rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
 
 
+def roc_curve(scores: Sequence[float | None], labels: Sequence[bool]) -> tuple[list[float], list[float]]:
+    """The ROC curve of `scores` for finding correct (True) samples: false- and true-positive rates as the threshold
+    sweeps from above the highest score down through every distinct score (ties move together), from (0, 0) to
+    (1, 1). Its trapezoid area is `auroc`. Empty lists when a class is empty."""
+    values, targets = _scored(scores, labels)
+    num_pos = sum(targets)
+    num_neg = len(targets) - num_pos
+    if num_pos == 0 or num_neg == 0:
+        return [], []
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    fpr, tpr = [0.0], [0.0]
+    true_pos = false_pos = 0
+    for rank, i in enumerate(order):
+        true_pos += targets[i]
+        false_pos += not targets[i]
+        if rank + 1 == len(order) or values[order[rank + 1]] != values[i]:
+            fpr.append(false_pos / num_neg)
+            tpr.append(true_pos / num_pos)
+    return fpr, tpr
+
+
 @dataclass
 class ReliabilityBin:
     """One bin [lower, upper) of a reliability diagram (the last bin includes 1)."""

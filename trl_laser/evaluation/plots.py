@@ -1,4 +1,5 @@
-"""PNG plots of an evaluation: score histograms by correctness, aggregation curves against k, reliability diagram.
+"""PNG plots of an evaluation: score histograms by correctness, aggregation curves against k, reliability diagram,
+ROC curves of r_s and the free verifiers.
 
 matplotlib runs on the Agg backend (no display needed). Each function writes one file and returns its path.
 """
@@ -8,7 +9,7 @@ import os
 from collections.abc import Sequence
 
 from ..training.self_reward import CORRECT_THRESHOLD
-from .metrics import reliability_bins
+from .metrics import auroc, reliability_bins, roc_curve
 
 
 CURVE_LABELS = {
@@ -131,10 +132,41 @@ def plot_reliability(
     return path
 
 
-def plot_all(report_dir: str, scores, labels, curves, accuracy=None, ece=None) -> list[str]:
-    """The three plots of `trl-laser evaluate`, written into `report_dir`."""
-    return [
+def draw_roc_curves(ax, verifiers: dict[str, tuple[Sequence[float | None], Sequence[bool]]]) -> None:
+    """ROC curves of several verifiers on `ax`, each given as (scores, labels), labelled with their AUROC; r_s (the
+    key `r_s`) drawn first and thicker."""
+    for name, (scores, labels) in sorted(verifiers.items(), key=lambda item: item[0] != "r_s"):
+        fpr, tpr = roc_curve(scores, labels)
+        if not fpr:
+            continue
+        width = 2.5 if name == "r_s" else 1.2
+        ax.plot(fpr, tpr, linewidth=width, label=f"{name} (AUROC {auroc(scores, labels):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", linewidth=0.8)
+    ax.set_xlabel("false-positive rate (wrong answers accepted)")
+    ax.set_ylabel("true-positive rate (right answers accepted)")
+    ax.legend(fontsize=7, loc="lower right")
+
+
+def plot_roc_curves(verifiers: dict[str, tuple[Sequence[float | None], Sequence[bool]]], path: str) -> str:
+    """`draw_roc_curves` as one PNG."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    draw_roc_curves(ax, verifiers)
+    ax.set_title("Verifying the model's own answers: $r_s$ and the free verifiers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_all(report_dir: str, scores, labels, curves, accuracy=None, ece=None, verifiers=None) -> list[str]:
+    """The plots of `trl-laser evaluate`, written into `report_dir` (the ROC curves when `verifiers` are given:
+    name -> (scores, labels), as `draw_roc_curves` takes them)."""
+    paths = [
         plot_score_histogram(scores, labels, os.path.join(report_dir, "score_histogram.png")),
         plot_aggregation_curves(curves, os.path.join(report_dir, "aggregation_curves.png"), accuracy),
         plot_reliability(scores, labels, os.path.join(report_dir, "reliability.png"), ece=ece),
     ]
+    if verifiers:
+        paths.append(plot_roc_curves(verifiers, os.path.join(report_dir, "roc_curves.png")))
+    return paths
