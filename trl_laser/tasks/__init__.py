@@ -5,6 +5,7 @@ from .compare import COMPARE_FEW_SHOT, COMPARE_TASK
 from .data import DatasetArguments, DatasetError, load_problems
 from .math import MATH_TASK
 from .rewards import exact_answer_reward, math_answer_reward
+from .sums import SUMS_FEW_SHOT, SUMS_TASK
 from .task import TASKS, GeneratedProblem, Task, get_task, register_task
 
 
@@ -14,6 +15,8 @@ __all__ = [
     "INTEGER_ANSWERS",
     "MATH_ANSWERS",
     "MATH_TASK",
+    "SUMS_FEW_SHOT",
+    "SUMS_TASK",
     "TASKS",
     "AnswerChecker",
     "DatasetArguments",

@@ -26,7 +26,8 @@ def split_of(task_name: str, canonical: str) -> str:
 
 def generate_problems(task: Task, split: str, num_problems: int | None = None, seed: int = 0) -> list[dict]:
     """`num_problems` distinct problems of `split` (default: `DEFAULT_SIZES[split]`), as rows with `problem_id`,
-    `problem` and `answer`. The same task, split, size and seed always give the same rows."""
+    `problem` and `answer`, and `solution` (a correctly worked answer) when the task's generator writes one. The same
+    task, split, size and seed always give the same rows."""
     if task.sample_problem is None:
         raise ValueError(f"The task {task.name!r} has no problem generator, so it has no built-in dataset.")
     if split not in SPLITS:
@@ -44,7 +45,11 @@ def generate_problems(task: Task, split: str, num_problems: int | None = None, s
         seen.add(problem.problem)
         # The id is derived from the problem, so runs with other seeds or sizes agree on it (resume keys).
         problem_id = f"{task.name}-{hashlib.sha256(problem.problem.encode()).hexdigest()[:12]}"
-        rows.append({"problem_id": problem_id, "problem": problem.problem, "answer": problem.answer})
+        row = {"problem_id": problem_id, "problem": problem.problem, "answer": problem.answer}
+        # Only tasks that write solutions get the column, so the rows of the others keep their shape.
+        if problem.solution is not None:
+            row["solution"] = problem.solution
+        rows.append(row)
     if len(rows) < size:
         raise ValueError(
             f"builtin:{task.name} has only about {len(rows)} distinct problems in its {split!r} split; ask for fewer."

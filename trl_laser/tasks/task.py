@@ -14,11 +14,14 @@ from .rewards import REWARD_FUNCTIONS
 
 class GeneratedProblem(NamedTuple):
     """A problem made by a built-in task's generator. `canonical` identifies the problem (e.g. "45|72" for both
-    orders of a pair): it decides the problem's split, so equal problems always land in the same split."""
+    orders of a pair): it decides the problem's split, so equal problems always land in the same split. `solution`,
+    when the task can write one, is a correctly worked answer in the format its prompt asks for (data for an SFT
+    warm-start)."""
 
     problem: str
     answer: str
     canonical: str
+    solution: str | None = None
 
 
 @dataclass(frozen=True)
