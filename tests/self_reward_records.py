@@ -1,5 +1,6 @@
 """Record what a LaSeR trainer scores in each micro-batch, and compute the `self_reward/` metrics of a logging window
-by hand from those records (used by test_self_reward_logging.py, in one process and under torchrun)."""
+by hand from those records (used by test_self_reward_logging.py, in one process and under torchrun); compare the
+scores with the oracle (`ScoreOracle`, used by test_fast_paths.py)."""
 
 import itertools
 import math
@@ -8,6 +9,7 @@ import torch
 from accelerate.utils import gather
 
 import trl_laser.training.trainer as trainer_module
+from trl_laser.testing import log_probs_by_hand
 
 
 class MicroBatchRecorder:
@@ -112,3 +114,54 @@ def check_logged_windows(trainer, recorder: MicroBatchRecorder, logging_steps: i
         previous_end = end
     assert previous_end == trainer.state.global_step, "the last (partial) window must be logged too"
     return len(entries)
+
+
+class ScoreOracle:
+    """Next to the log π(z_c) a trainer scored with, the oracle's (`trl_laser.testing.log_probs_by_hand`, with the
+    weights of that moment), per generation batch (`generation`: the scores mixed into the advantages, None when no
+    mixing ran) and per micro-batch (`loss`: the scores of the alignment term). Wraps the trainer's methods with
+    `monkeypatch`; combine with `MicroBatchRecorder` by building that one first."""
+
+    def __init__(self, trainer, monkeypatch):
+        self.trainer = trainer
+        self.generation, self.loss = [], []
+        used = []
+        original_score = trainer_module.self_reward_score
+
+        def score(log_probs, *args, **kwargs):
+            used.append(log_probs.detach())
+            return original_score(log_probs, *args, **kwargs)
+
+        monkeypatch.setattr(trainer_module, "self_reward_score", score)
+
+        def record(name, records):
+            original = getattr(trainer, name)
+
+            def method(*args):
+                used.clear()
+                result = original(*args)
+                batch = result if name == "_generate_and_score_completions" else args[-1]
+                with torch.no_grad():  # no update happens inside either method: the weights are those it used
+                    oracle, finished = log_probs_by_hand(trainer.model, batch)
+                records.append(
+                    {"used": used[-1] if used else None, "oracle": oracle, "finished": finished, "batch": batch}
+                )
+                return result
+
+            monkeypatch.setattr(trainer, name, method)
+
+        record("_generate_and_score_completions", self.generation)
+        record("_compute_loss", self.loss)
+
+    def assert_scores_match(self, atol: float = 1e-4) -> int:
+        """Every recorded score equals the oracle's on the finished completions; returns how many rows were compared."""
+        compared = 0
+        for where, records in (("generation", self.generation), ("loss", self.loss)):
+            for index, entry in enumerate(records):
+                if entry["used"] is None:
+                    continue
+                finished = entry["finished"]
+                used, oracle = entry["used"][finished], entry["oracle"][finished]
+                assert torch.allclose(used, oracle, atol=atol), (where, index, (used - oracle).abs().max().item())
+                compared += int(finished.sum())
+        return compared

@@ -11,6 +11,7 @@ from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, load_self_reward_config
 from trl_laser.scoring.readout import eos_positions
 from trl_laser.testing import log_probs_by_hand, parity_reward, tiny_training_args
 from trl_laser.training.self_reward import class_weights
+from trl_laser.training.trainer import FUSED_LM_HEAD, GENERATION, OLD_LOG_PROB_FORWARD
 
 
 EOS = 2
@@ -154,6 +155,8 @@ def test_alignment_term_takes_no_separate_lm_head_projection(tmp_path, tiny_mode
     )
     output = generation_batch(trainer)
     trainer.current_gradient_accumulation_steps = 1
+    trainer._compute_loss(trainer.model, output)  # the first one checks the fused value with one separate projection
+    assert trainer._fast_paths[FUSED_LM_HEAD] is True
 
     def separate_projection(*args, **kwargs):
         raise AssertionError("at temperature 1 the score must come from the loss forward's own LM head")
@@ -273,10 +276,14 @@ def test_training_runs_with_grpo_features(tmp_path, tiny_model_dir, prompt_datas
         assert any("eval_self_reward/loss" in h for h in trainer.state.log_history)
 
 
-def test_peft_lora(tmp_path, tiny_model_dir, prompt_dataset):
+def test_peft_lora(tmp_path, tiny_model_dir, prompt_dataset, monkeypatch):
+    """LoRA with the reference model's real log-prob: the reference is the base model (the adapter disabled), so r_s
+    contrasts the adapter with the base. Both log-probs equal the oracle's, r_s starts at 0 (LoRA starts as the
+    identity) and moves as the adapter trains, and the base weights stay frozen."""
     from peft import LoraConfig
+    from self_reward_records import ScoreOracle
 
-    args = make_args(tmp_path, self_reward_use_ref_model=True)
+    args = make_args(tmp_path, self_reward_use_ref_model=True, self_reward_coef=1.0, self_reward_beta=0.5)
     trainer = LaSeRGRPOTrainer(
         model=tiny_model_dir,
         reward_funcs=parity_reward,
@@ -284,9 +291,26 @@ def test_peft_lora(tmp_path, tiny_model_dir, prompt_dataset):
         train_dataset=prompt_dataset,
         peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
     )
+    model = trainer.model
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    oracle = ScoreOracle(trainer, monkeypatch)
     trainer.train()
-    assert any("self_reward/loss" in h for h in trainer.state.log_history)
+    assert any(math.isfinite(h["self_reward/loss"]) for h in trainer.state.log_history if "self_reward/loss" in h)
     assert trainer.ref_constant is not None
+
+    assert len(oracle.loss) == 2 and oracle.assert_scores_match() > 0  # log π_θ(z_c), with the adapter
+    gaps = []
+    for record in oracle.loss:
+        finished = record["finished"]
+        with torch.no_grad(), model.disable_adapter():  # the base weights are frozen: the oracle reads them now
+            ref_by_hand, _ = log_probs_by_hand(model, record["batch"])
+        ref_used = record["batch"]["self_reward_ref_log_probs"][finished]
+        assert torch.allclose(ref_used, ref_by_hand[finished], atol=1e-4)
+        gaps.append((record["used"][finished] - ref_used).abs().max().item())
+    assert gaps[0] < 1e-5 < gaps[-1], "r_s is 0 before the first update and moves with the adapter"
+
+    changed = {name for name, p in model.named_parameters() if not torch.equal(before[name], p.detach())}
+    assert changed and all("lora_" in name for name in changed)
 
 
 def test_distinct_pad_token(tmp_path, tiny_model_dir_distinct_pad, prompt_dataset):
@@ -490,6 +514,10 @@ def test_mixing_reads_scores_from_trl_old_log_prob_forward(
     monkeypatch.setattr(
         LaSeRGRPOTrainer, "_self_reward_log_probs", lambda *a, **k: extra_forwards.append(1) or original(*a, **k)
     )
+    generation_batch(trainer)
+    assert len(extra_forwards) == 1, "the first batch checks the captured scores with one separate forward"
+    assert trainer._fast_paths[OLD_LOG_PROB_FORWARD] is True
+    extra_forwards.clear()
     torch.manual_seed(0)
     output = generation_batch(trainer)
     assert not extra_forwards, "the scores should come from TRL's own forward"
@@ -536,6 +564,10 @@ def test_mixing_reads_scores_during_generation(
     monkeypatch.setattr(
         LaSeRGRPOTrainer, "_self_reward_log_probs", lambda *a, **k: extra_forwards.append(1) or original(*a, **k)
     )
+    generation_batch(trainer)
+    assert len(extra_forwards) == 1, "the first batch checks the scores read with one separate forward"
+    assert trainer._fast_paths[GENERATION] is True
+    extra_forwards.clear()
     torch.manual_seed(0)
     output = generation_batch(trainer)
     assert not extra_forwards, "the scores should be read during generation"

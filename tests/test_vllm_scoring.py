@@ -125,13 +125,24 @@ def test_other_logprobs_modes_are_refused_with_the_fix(mode):
 
 
 def test_mode_as_an_enum_and_older_vllm_without_the_option():
-    enum_like = types.SimpleNamespace(value="raw_logprobs")
-    check_vllm_logprobs_mode(
-        types.SimpleNamespace(
-            llm_engine=types.SimpleNamespace(model_config=types.SimpleNamespace(logprobs_mode=enum_like))
-        )
-    )
-    check_vllm_logprobs_mode(types.SimpleNamespace(llm_engine=types.SimpleNamespace(model_config=object())))
+    def engine(model_config):
+        return types.SimpleNamespace(llm_engine=types.SimpleNamespace(model_config=model_config))
+
+    def with_mode(mode):
+        return engine(types.SimpleNamespace(logprobs_mode=mode))
+
+    # recent vLLM stores the mode as an enum: its value is read, and the same modes pass or fail as with a string
+    raw = with_mode(types.SimpleNamespace(value="raw_logprobs"))
+    processed = with_mode(types.SimpleNamespace(value="processed_logprobs"))
+    assert vllm_logprobs_mode(raw) == "raw_logprobs"
+    check_vllm_logprobs_mode(raw)
+    assert vllm_logprobs_mode(processed) == "processed_logprobs"
+    with pytest.raises(ValueError, match="processed_logprobs"):
+        check_vllm_logprobs_mode(processed)
+    # vLLM before the option returned raw log-probs: accepted as such
+    older = engine(object())
+    assert vllm_logprobs_mode(older) == "raw_logprobs"
+    check_vllm_logprobs_mode(older)
 
 
 def test_vllm_path_scores_equal_the_transformers_path(fake_vllm, one_thread):

@@ -1,11 +1,15 @@
+import math
 import os
 import shutil
 import textwrap
 from contextlib import nullcontext
 
 import torch
+import transformers
+import trl
 from accelerate.logging import get_logger
 from accelerate.utils import gather, is_peft_model
+from transformers.generation import GenerationMode
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, use_adapter
@@ -44,6 +48,33 @@ _NUM_VALID, _NUM_CORRECT, _NUM_INCORRECT = (
     "self_reward_num_incorrect",
 )
 
+# The TRL releases the test suite has passed against (as in pyproject.toml); named in the fast-path warning.
+TESTED_TRL = "trl>=1.16,<1.17"
+
+# Speed-ups that read log π(z_c) through TRL / transformers internals, and what the plain path that replaces each one
+# costs. The plain paths (a hook on the model's backbone, in the loss forward or in one extra no-grad forward) are
+# right whatever TRL does; a fast path is checked against its plain path the first time it runs (`_check_fast_path`)
+# and is switched off for the run if they disagree.
+FUSED_LM_HEAD = "TRL's fused LM head"  # z_c as an extra label of the loss forward's fused head
+OLD_LOG_PROB_FORWARD = "TRL's old-log-prob forward"  # EOS hidden states captured in TRL's no-grad forward
+GENERATION = "transformers generation"  # read while `model.generate` samples (`generate_with_log_probs`)
+_PLAIN_PATH_COST = {
+    FUSED_LM_HEAD: "the EOS hidden states are projected separately, with one more transient vocab x hidden gradient "
+    "buffer per micro-batch",
+    OLD_LOG_PROB_FORWARD: "one extra no-grad forward per generation batch that needs the scores",
+    GENERATION: "one extra no-grad forward per generation batch that needs the scores",
+}
+
+# Largest |fast − plain| on log π(z_c), in nats, that passes the check. Both paths compute the same number from the same
+# weights; they differ by rounding only, because their forwards run different shapes (a cached decode step or TRL's
+# whole-batch forward vs a forward cut after the last EOS; TRL's tiled fused head vs one LM-head row). Measured on
+# SmolLM2-135M (30 layers): at most 2e-5 in float32 and 0.37 in bf16 (8 significant bits: logits of magnitude 16-32
+# round in steps of 0.125). A path that reads nothing, NaN, another batch's rows or a tempered distribution is off by
+# more; in float32 the check also catches a read at another position or row of the same batch whenever log π(z_c)
+# varies by more than the tolerance across them. Within it, r_s moves by at most β_v times the tolerance.
+FAST_PATH_ATOL = 1e-3  # float32
+FAST_PATH_ATOL_HALF_PRECISION = 1.0  # bf16 / fp16 weights or autocast
+
 
 class LaSeRGRPOTrainer(GRPOTrainer):
     """
@@ -75,6 +106,52 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     - `_generate_single_turn`: reads those scores during transformers generation when no old-log-prob forward runs.
     - `_push_from_checkpoint` / `create_model_card`: every pushed revision carries the scoring recipe and a card that
       says how to score with the model.
+
+    Fast paths. Two plain paths read log π(z_c) correctly whatever TRL does: a hook on the backbone of the loss forward
+    (the EOS hidden states projected apart, untempered) and one extra no-grad forward over the generation batch. Three
+    speed-ups replace them where they apply: (1) z_c as an extra label of TRL's fused LM head in the loss forward
+    (temperature 1, alignment term active); (2) the EOS hidden states of TRL's own old-log-prob forward; (3) the read
+    during transformers generation (`generate_with_log_probs`; sampling or greedy search, one sequence per prompt, see
+    `_generation_read_applies`). The first time each one runs, it is compared with its plain path on the same rows
+    (`_check_fast_path`); beyond `FAST_PATH_ATOL` (`FAST_PATH_ATOL_HALF_PRECISION` in bf16 / fp16) a warning names the
+    path and the installed TRL and transformers, and the run continues on the plain path. A TRL change can cost
+    speed, not correctness.
+
+    Private TRL / transformers APIs used (tested with TRL 1.16), what breaks if one changes, and what catches it:
+    - `GRPOTrainer._generate_and_score_completions` (overridden): its output keys (`prompt_ids`, `completion_ids`,
+      their masks, `advantages`) and TRL carrying the extra per-row keys to `_compute_loss`, split and shuffled with
+      the batch. A change raises a KeyError or misaligns rows: caught by the oracle tests (tests/test_laser_trainer.py).
+    - `GRPOTrainer._calculate_rewards` (overridden): the rewards of all processes, one column per function, NaN where
+      a function returned None. A change reads the wrong verifier target: `_check_targets` (values in [0, 1]) and
+      `test_several_reward_functions_with_weights`.
+    - `GRPOTrainer._compute_loss` (overridden): wrapped, not copied. If TRL stops calling it, no alignment term is
+      added: `test_alignment_term_value_and_gradient` and the other term tests.
+    - `GRPOTrainer._get_per_token_logps_and_entropies` (overridden): its signature and return value (log-probs,
+      entropies, aux loss), and the fused LM head it calls (`model(..., labels=..., fused_lm_head=True)` scoring the
+      positions whose label is set). Fast paths (1) and (2): the check, and
+      `test_loss_forward_scores_z_c_without_changing_grpo_log_probs` for GRPO's own log-probs.
+    - `GRPOTrainer._generate_single_turn` (overridden): calls `generate(input_ids=..., attention_mask=...,
+      generation_config=...)` on the unwrapped model with left-padded prompts. Fast path (3): the check (a read of
+      nothing or of other rows).
+    - The condition and order of TRL's no-grad forwards in `_generate_and_score_completions`: copied in
+      `_runs_old_log_prob_forward`, which assumes the old-log-prob forward is the first no-grad forward of the policy
+      (before the PEFT reference forward, the same module). Fast path (2): the check (nothing captured, or another
+      forward's values).
+    - transformers `generate` internals used by `generate_with_log_probs`: a logits processor is called once per
+      decode step with every id so far, the backbone's last position is the token just fed, and the output carries
+      `past_key_values`. Fast path (3): the check.
+    - `GRPOTrainer` attributes: `_metrics`, `_tokenizer`, `_is_vlm`, `eos_token_ids`, `generation_config`, `use_vllm`,
+      `use_transformers_continuous_batching`, `vllm_importance_sampling_correction`, `num_iterations`, `temperature`,
+      `num_generations`, `scale_rewards`, `reward_func_names`, `ref_model`. A rename raises an AttributeError; a
+      change of meaning in the ones that pick a fast path is caught by the check.
+    - `trl.models.utils.disable_gradient_checkpointing`, `trl.trainer.utils.get_config_model_id` and `use_adapter`:
+      an ImportError when this module is imported.
+    - `transformers.Trainer._load_optimizer_and_scheduler` (overridden): called with the checkpoint on resume. If it is
+      not, c_ref is measured again on the trained model: `test_resume_restores_the_reference_constant`.
+    - `transformers.Trainer._push_from_checkpoint` (overridden): mid-run pushes would lack the scoring recipe:
+      `test_every_pushed_revision_carries_the_scoring_recipe`.
+    - `transformers.Trainer.current_gradient_accumulation_steps`: the term's normalisation across micro-batches:
+      tests/test_scale.py and `test_term_does_not_depend_on_micro_batch_split`.
     Everything else (generation, rewards, KL, loss types, logging, vLLM, distributed training) is inherited unchanged.
     """
 
@@ -125,6 +202,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         self._policy_log_probs = None
         self._score_request = None  # (EOS positions, finished) of the micro-batch whose loss forward reads z_c
         self._loss_forward_log_probs = None
+        # Fast path -> None until checked against the plain path, then whether it agreed (False: off for the run)
+        self._fast_paths = dict.fromkeys((FUSED_LM_HEAD, OLD_LOG_PROB_FORWARD, GENERATION))
         self._self_reward_window = {}  # mode -> sums and scores of the completions seen since the last log
         if self.ref_constant is None and args.reads_self_reward:
             self._adopt_saved_ref_constant(get_config_model_id(self.accelerator.unwrap_model(self.model).config))
@@ -238,11 +317,65 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                     model(input_ids=input_ids[start:end], attention_mask=attention_mask[start:end], logits_to_keep=1)
             return token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
 
+    # ------------------------------------------------------------------------------------------------------------
+    # Fast paths: checked once against the plain path, switched off for the run if they disagree
+
+    @property
+    def _generation_read_applies(self) -> bool:
+        """Whether `generate_with_log_probs` can read the scores while this run's transformers generation samples. It
+        assumes one output row per input row, in order, and one decode step per generated token whose input is the
+        token fed last: true of sampling and greedy search with one sequence per prompt (TRL left-pads the prompts,
+        as it also assumes), not of beam search (rows are expanded and reordered), contrastive search, assisted
+        generation or DoLa. vLLM and continuous batching have no decode step to hook into."""
+        if self.use_vllm or self.use_transformers_continuous_batching:
+            return False
+        config = self.generation_config
+        return (
+            config.get_generation_mode() in (GenerationMode.SAMPLE, GenerationMode.GREEDY_SEARCH)
+            and (config.num_return_sequences or 1) == 1
+        )
+
+    @property
+    def _fast_path_atol(self) -> float:
+        # Half precision when the weights are, or when autocast computes in it (`bf16` / `fp16` arguments)
+        half = self.args.bf16 or self.args.fp16
+        half = half or self.accelerator.unwrap_model(self.model).dtype in (torch.bfloat16, torch.float16)
+        return FAST_PATH_ATOL_HALF_PRECISION if half else FAST_PATH_ATOL
+
+    def _check_fast_path(self, path: str, fast: torch.Tensor | None, plain: torch.Tensor, finished: torch.Tensor):
+        """Compare log π(z_c) read by a fast path with the plain path's on the finished rows of the same batch, and
+        keep the fast path for the rest of the run only if they agree (`FAST_PATH_ATOL`). A fast path that read
+        nothing, or another number of rows, disagrees. All processes take the same decision (they must keep running
+        the same forwards); a batch with no finished completion leaves the path unchecked. Returns the decision."""
+        if fast is None or fast.shape != plain.shape:
+            error = plain.new_full((), math.inf)
+        else:
+            gaps = (fast.detach().float() - plain.detach().float()).abs().nan_to_num(nan=math.inf)
+            error = gaps[finished].max() if finished.any() else gaps.new_zeros(())
+        counts = torch.stack([error.float(), finished.sum().float().to(error.device)])
+        stats = gather(counts.to(self.accelerator.device)).view(-1, 2)
+        error, num_finished = stats[:, 0].max().item(), stats[:, 1].sum().item()
+        if num_finished == 0 and math.isfinite(error):
+            return True
+        atol = self._fast_path_atol
+        agrees = self._fast_paths[path] = error <= atol
+        if not agrees:
+            gap = f"off by {error:.3g}" if math.isfinite(error) else "it read nothing, NaN or another number of rows"
+            logger.warning(
+                f"LaSeR's fast read of log π(z_c) in {path} disagrees with the plain read ({gap}; tolerance {atol:g}) "
+                f"under trl {trl.__version__} and transformers {transformers.__version__}. This fast path relies on "
+                f"TRL and transformers internals and was tested with {TESTED_TRL}. Training goes on with the plain read, whose scores "
+                f"are exact, at a cost: {_PLAIN_PATH_COST[path]}. To get the fast path back, install a tested TRL "
+                f'(`pip install "{TESTED_TRL}"`).'
+            )
+        return agrees
+
     @property
     def _runs_old_log_prob_forward(self) -> bool:
         """Whether TRL's `_generate_and_score_completions` runs a no-grad forward of the policy for the old log-probs
         (its condition, in TRL 1.16). That forward comes before the reference model's (the PEFT reference is the same
-        module with its adapter off), so the first no-grad forward of the policy is the one to read."""
+        module with its adapter off), so the first no-grad forward of the policy is the one to read. Both assumptions
+        are checked on the first batch that relies on them (`_check_fast_path`)."""
         generate_every = self.args.steps_per_generation * self.num_iterations
         return self.args.gradient_accumulation_steps % generate_every != 0 or (
             self.use_vllm and self.vllm_importance_sampling_correction
@@ -336,12 +469,21 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         # with the initial model, and (2) for advantage mixing, which must know every score of a group before the
         # first loss is computed. Read them from TRL's old-log-prob forward when it runs one.
         needs_scores = self.args.reads_self_reward and (self.ref_constant is None or self._mixing_active(mode))
-        self._capture_policy_log_probs = needs_scores and self._runs_old_log_prob_forward
+        self._capture_policy_log_probs = (
+            needs_scores and self._fast_paths[OLD_LOG_PROB_FORWARD] is not False and self._runs_old_log_prob_forward
+        )
         self._read_log_probs_during_generation = (
             needs_scores
             and not self._capture_policy_log_probs
-            and not self.use_vllm  # vLLM returns no hidden states: one extra forward (see below)
-            and not self.use_transformers_continuous_batching
+            and self._fast_paths[GENERATION] is not False
+            and self._generation_read_applies
+        )
+        fast_path = (
+            OLD_LOG_PROB_FORWARD
+            if self._capture_policy_log_probs
+            else GENERATION
+            if self._read_log_probs_during_generation
+            else None
         )
         self._policy_log_probs = None
         try:
@@ -377,15 +519,9 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             if self.ref_constant is None:
                 self._set_ref_constant(ref_log_probs, finished)
 
-        # With vLLM generation and no old-log-prob forward (importance sampling off, on-policy micro-batches), the
-        # scores take one extra no-grad forward over the batch, cut after its last EOS: vLLM returns no hidden
-        # states, and its log-probs are those of sampled tokens, not of z_c. Runs without mixing pay for it on the
-        # first batch only.
         needs_ref_constant = self.ref_constant is None
         if needs_scores:
-            log_probs = self._policy_log_probs
-            if log_probs is None:
-                log_probs = self._self_reward_log_probs(self.model, output, positions, finished)
+            log_probs = self._generating_policy_log_probs(output, positions, finished, fast_path)
             if needs_ref_constant:
                 self._set_ref_constant(log_probs, finished)
             if self._mixing_active(mode) and self.ref_constant is not None:
@@ -400,6 +536,20 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         if self.ref_constant is not None:
             self._metrics[mode]["self_reward/ref_constant"].append(self.ref_constant)
         return output
+
+    def _generating_policy_log_probs(self, output, positions, finished, fast_path: str | None) -> torch.Tensor:
+        """log π(z_c | x, y) of the generation batch under the policy that generated it: as read by `fast_path` while
+        TRL ran (checked against the plain path the first time), or from one extra no-grad forward over the batch,
+        cut after its last EOS. The extra forward is the only way with vLLM generation and no old-log-prob forward:
+        vLLM returns no hidden states, and its log-probs are those of sampled tokens, not of z_c. Runs without
+        mixing pay for it on the first batch only."""
+        read = self._policy_log_probs
+        if fast_path is not None and self._fast_paths[fast_path] and read is not None:
+            return read
+        plain = self._self_reward_log_probs(self.model, output, positions, finished)
+        if fast_path is not None and self._fast_paths[fast_path] is None:
+            self._check_fast_path(fast_path, read, plain, finished)
+        return plain
 
     def _check_targets(self, targets: torch.Tensor):
         if targets.numel() and (targets.min() < 0 or targets.max() > 1):
@@ -447,25 +597,22 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     def _compute_loss(self, model, inputs):
         if not self.args.reads_self_reward or self.ref_constant is None and not self.args.self_reward_use_ref_model:
             return super()._compute_loss(model, inputs)
-        if self.temperature == 1.0 and self._alignment_active:
+        result = None
+        if self.temperature == 1.0 and self._alignment_active and self._fast_paths[FUSED_LM_HEAD] is not False:
             # log π(z_c) comes out of the policy forward itself, through TRL's fused LM head. (A run that only
             # monitors the score keeps GRPO's forward bit for bit: it needs no gradient through the score.)
-            _, finished = eos_positions(inputs["completion_ids"], inputs["completion_mask"], self.eos_token_ids)
-            self._score_request = (inputs[_POSITIONS], finished)
-            try:
-                loss = super()._compute_loss(model, inputs)
-            finally:
-                self._score_request = None
-            log_probs, self._loss_forward_log_probs = self._loss_forward_log_probs, None
-        else:
-            # TRL's fused head divides by the sampling temperature, while r_s is defined at temperature 1: project the
-            # EOS hidden states of the same forward separately (a hook captures them). Memory: log π(z_c) =
+            result = self._loss_with_fused_head_scores(model, inputs)
+        if result is None:
+            # The plain path, at any other temperature (TRL's fused head divides by it, while r_s is defined at
+            # temperature 1), while only monitoring, and when the fused path failed its check: project the EOS hidden
+            # states of the same forward separately (a hook captures them). Memory: log π(z_c) =
             # logit_zc − logsumexp(logits) couples every vocabulary row, so this projection's gradient w.r.t. the head
             # is one more transient vocab x hidden buffer beyond GRPO's (`benchmarks/train_overhead.py --temperature
             # 0.7` measures it).
-            with capture_hidden_states(model, inputs["prompt_ids"].size(1) + inputs[_POSITIONS]) as capture:
+            with self._capture_eos_states(model, inputs) as capture:
                 loss = super()._compute_loss(model, inputs)
-            log_probs = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
+            result = loss, token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
+        loss, log_probs = result
         reference = inputs[_REF_LOG_PROBS] if self.args.self_reward_use_ref_model else self.ref_constant
         scores = self_reward_score(log_probs, self.args.self_reward_beta, reference)
         targets, weights = inputs[_TARGETS], inputs[_WEIGHTS]
@@ -485,6 +632,30 @@ class LaSeRGRPOTrainer(GRPOTrainer):
 
         self._accumulate_self_reward_metrics(mode, scores, targets, weights, squared_error)
         return loss
+
+    def _capture_eos_states(self, model, inputs):
+        return capture_hidden_states(model, inputs["prompt_ids"].size(1) + inputs[_POSITIONS])
+
+    def _loss_with_fused_head_scores(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """GRPO's loss and log π(z_c) of each finished completion, both from one forward through TRL's fused LM head
+        (`_logps_with_self_reward`). The first time, the EOS hidden states of that forward are also projected the
+        plain way to check the fused value; on disagreement this returns None and the caller recomputes the
+        micro-batch the plain way (GRPO's log-probs came from the same forward)."""
+        _, finished = eos_positions(inputs["completion_ids"], inputs["completion_mask"], self.eos_token_ids)
+        check = self._fast_paths[FUSED_LM_HEAD] is None
+        self._score_request = (inputs[_POSITIONS], finished)
+        try:
+            with self._capture_eos_states(model, inputs) if check else nullcontext() as capture:
+                loss = super()._compute_loss(model, inputs)
+        finally:
+            self._score_request = None
+        log_probs, self._loss_forward_log_probs = self._loss_forward_log_probs, None
+        if check:
+            with torch.no_grad():
+                plain = token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
+            if not self._check_fast_path(FUSED_LM_HEAD, log_probs, plain, finished):
+                return None
+        return loss, log_probs
 
     def _accumulate_self_reward_metrics(self, mode, scores, targets, weights, squared_error):
         """Add this micro-batch's sums and scores (all processes) to the logging window of `mode`.
