@@ -39,7 +39,18 @@ from trl_laser.testing import save_tiny_model
 class _MallInfo2(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_size_t)
-        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
     ]
 
 
@@ -134,7 +145,10 @@ def build(name: str, model: str, output_dir: str, args: argparse.Namespace, num_
         )
         trainer_class = LaSeRGRPOTrainer
     trainer = trainer_class(
-        model=model, reward_funcs=exact_answer_reward, args=config, train_dataset=load_problems("builtin:compare", "train", 512)[0]
+        model=model,
+        reward_funcs=exact_answer_reward,
+        args=config,
+        train_dataset=load_problems("builtin:compare", "train", 512)[0],
     )
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = config.gradient_accumulation_steps

@@ -93,8 +93,18 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
         # LaSeR from the attempts-format SFT model: the verbal SFT model writes a self-evaluation after each answer,
         # which the LaSeR loop would then generate before the EOS where the score is read. The CPU demo's LaSeR
         # recipe: α 1, β_v 0.5, answers of at most 16 tokens.
-        rl("stage2_rl_laser", f"{out}/sft-attempts", f"{out}/rl-laser", "--use_laser", "--self_reward_coef", "1.0",
-           "--self_reward_beta", "0.5", "--max_completion_length", "16"),  # fmt: skip
+        rl(
+            "stage2_rl_laser",
+            f"{out}/sft-attempts",
+            f"{out}/rl-laser",
+            "--use_laser",
+            "--self_reward_coef",
+            "1.0",
+            "--self_reward_beta",
+            "0.5",
+            "--max_completion_length",
+            "16",
+        ),  # fmt: skip
         evaluation("start", start_model, "--correction", "verbal", "--max_attempts", "1", *PLAIN_RECIPE),
         # Not in results.json: shows what SFT alone did to turn-1 accuracy and to the verdicts.
         evaluation("sft", f"{out}/sft", "--correction", "verbal", *PLAIN_RECIPE),

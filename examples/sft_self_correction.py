@@ -39,9 +39,11 @@ class ScriptArguments:
     )
     loss_mask: str = field(
         default="paper",
-        metadata={"help": "'paper': per-type masking of the method; 'full': train on the whole trajectory; "
-                  "'attempts': the LaSeR variant's data, every correct attempt as its own completion in the LaSeR "
-                  "loop's context, no verdict trained."},  # fmt: skip
+        metadata={
+            "help": "'paper': per-type masking of the method; 'full': train on the whole trajectory; "
+            "'attempts': the LaSeR variant's data, every correct attempt as its own completion in the LaSeR "
+            "loop's context, no verdict trained."
+        },  # fmt: skip
     )
     balance_types: bool = field(
         default=False,

@@ -26,7 +26,9 @@ def test_estimate_matches_full_forward_log_probs(tiny_model_dir):
     values = []
     for sample in samples:
         prompt_ids = tokenizer.apply_chat_template(sample.prompt, add_generation_prompt=True, tokenize=True)
-        prompt_ids = prompt_ids["input_ids"] if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "keys") else prompt_ids
+        prompt_ids = (
+            prompt_ids["input_ids"] if isinstance(prompt_ids, dict) or hasattr(prompt_ids, "keys") else prompt_ids
+        )
         for ids, finished in zip(sample.token_ids, sample.finished, strict=True):
             if finished:
                 with torch.no_grad():

@@ -61,7 +61,9 @@ def test_logged_metrics_are_window_statistics(
         gradient_accumulation_steps=accumulation,
         max_steps=max_steps,
     )
-    trainer = LaSeRGRPOTrainer(model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset)
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
     recorder = MicroBatchRecorder(trainer, monkeypatch)
     trainer.train()
     windows = check_logged_windows(trainer, recorder, logging_steps)
