@@ -2,6 +2,7 @@
 
     trl-laser estimate-constant   measure c_ref = mean log π_ref(z_c | x, y) for a model
     trl-laser evaluate            sample, self-score, vote, and plot on a dataset
+    trl-laser adaptive            sample until a stopping rule settles each problem: accuracy against compute
     trl-laser correction-data     sequential rejection sampling for self-rewarding correction
 
 Each subcommand parses its dataclasses with TRL's `TrlParser` (`--x-y` and `--x_y` alike, `--config file.yaml`)
@@ -18,6 +19,7 @@ import sys
 COMMANDS = {
     "estimate-constant": ("estimate_constant", "measure the reference constant c_ref for a model"),
     "evaluate": ("evaluate", "sample solutions, score them with the model's self-reward, vote, and plot"),
+    "adaptive": ("adaptive", "sample in rounds until the self-reward (or confidence) says stop; accuracy vs compute"),
     "correction-data": ("correction_data", "sequential rejection sampling of self-correction trajectories"),
 }
 

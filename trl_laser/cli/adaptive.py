@@ -1,0 +1,33 @@
+"""`trl-laser adaptive`: sample in rounds until a stopping rule (self-reward, free-verifier confidence or plain vote
+consensus) settles each problem, and report accuracy against compute beside fixed-K voting.
+
+trl-laser adaptive --model_name_or_path out/checkpoint-100 --dataset_name math500.jsonl --output_dir adaptive/
+"""
+
+from trl import TrlParser
+
+from ..evaluation.adaptive import AdaptiveConfig, evaluate_adaptive, format_summary, make_output_dir
+from ..tasks.data import DatasetArguments
+from . import report_error
+
+
+def make_parser(prog: str | None = None) -> TrlParser:
+    return TrlParser((DatasetArguments, AdaptiveConfig), prog=prog, description=__doc__.split("\n\n")[0])
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from ..scoring.scorer import check_model_path
+
+    parser = make_parser(prog)
+    # Everything that can be wrong with the input is reported before the model is loaded.
+    try:
+        dataset_args, config = parser.parse_args_and_config(argv)
+        check_model_path(config.model_name_or_path)
+        problems, task = dataset_args.load(dataset_args.dataset_test_split)
+        recipe = config.self_reward_config()
+        make_output_dir(config.output_dir)
+    except (ValueError, OSError) as error:
+        return report_error(parser.prog, error)
+    results = evaluate_adaptive(config, problems, task, recipe, dataset_name=dataset_args.dataset_name)
+    print(format_summary(results, config.output_dir))
+    return 0
