@@ -12,7 +12,7 @@ import torch
 from self_reward_records import MicroBatchRecorder, check_logged_windows, expected_window_metrics
 
 from trl_laser import LaSeRGRPOTrainer
-from trl_laser.training.self_reward import binary_auroc
+from trl_laser.training.self_reward import auroc
 
 
 EOS = 2
@@ -98,12 +98,12 @@ def test_eval_metrics_cover_the_whole_evaluation(tmp_path, tiny_model_dir, promp
         assert (logged is None) if math.isnan(value) else math.isclose(logged, value, rel_tol=1e-5, abs_tol=1e-6)
 
 
-def test_binary_auroc_against_hand_values():
+def test_auroc_against_hand_values():
     # positives 0.9, 0.4; negatives 0.4, 0.1: pairs (0.9>0.4), (0.9>0.1), (0.4=0.4 -> 1/2), (0.4>0.1) -> 3.5 / 4
-    assert binary_auroc(torch.tensor([0.9, 0.4, 0.4, 0.1]), torch.tensor([1, 1, 0, 0])) == pytest.approx(0.875)
-    assert binary_auroc(torch.tensor([0.1, 0.2]), torch.tensor([1, 0])) == 0.0
-    assert binary_auroc(torch.tensor([0.3, 0.3, 0.3]), torch.tensor([1, 0, 1])) == 0.5
-    assert math.isnan(binary_auroc(torch.tensor([0.3, 0.7]), torch.tensor([1, 1])))
+    assert auroc([0.9, 0.4, 0.4, 0.1], [1, 1, 0, 0]) == pytest.approx(0.875)
+    assert auroc([0.1, 0.2], [1, 0]) == 0.0
+    assert auroc([0.3, 0.3, 0.3], [1, 0, 1]) == 0.5
+    assert math.isnan(auroc([0.3, 0.7], [1, 1]))
 
 
 def _free_port() -> int:

@@ -6,11 +6,10 @@ import torch
 from trl_laser.training.self_reward import (
     class_weights,
     harmonic_f1,
+    metrics_from_counts,
     mix_advantages,
-    self_reward_loss,
     self_reward_score,
     verification_counts,
-    verification_metrics,
     weighted_squared_error_sum,
 )
 
@@ -45,7 +44,8 @@ def test_balanced_loss_is_mean_of_class_mses():
     scores = torch.tensor([0.9, 0.5, 0.2, 0.4, 0.0, 7.0])
     targets = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, float("nan")])
     valid = torch.tensor([True, True, True, True, True, False])
-    loss = self_reward_loss(scores, targets, class_weights(targets, valid))
+    weights = class_weights(targets, valid)
+    loss = weighted_squared_error_sum(scores, targets, weights) / (weights != 0).sum()
     mse_correct = (0.1**2 + 0.5**2) / 2
     mse_incorrect = (0.2**2 + 0.4**2 + 0.0) / 3
     assert loss.item() == pytest.approx((mse_correct + mse_incorrect) / 2)
@@ -116,7 +116,7 @@ def test_verification_metrics_by_hand():
     valid = torch.tensor([True, True, True, True, True, False])
     counts = verification_counts(scores, targets, valid)
     assert counts.tolist() == pytest.approx([1.3, 1.2, 1.0, 2.0, 2.0, 3.0])  # r_s = 0.5 counts as "incorrect"
-    metrics = verification_metrics(scores, targets, valid)
+    metrics = metrics_from_counts(counts.tolist())
     assert metrics["acc_correct"] == pytest.approx(0.5)
     assert metrics["acc_incorrect"] == pytest.approx(2 / 3)
     assert metrics["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
@@ -124,7 +124,7 @@ def test_verification_metrics_by_hand():
 
 
 def test_verification_metrics_missing_class_is_nan():
-    metrics = verification_metrics(torch.tensor([0.9]), torch.tensor([1.0]), torch.tensor([True]))
+    metrics = metrics_from_counts(verification_counts(torch.tensor([0.9]), torch.tensor([1.0]), torch.tensor([True])))
     assert metrics["acc_correct"] == 1.0
     assert math.isnan(metrics["acc_incorrect"]) and math.isnan(metrics["f1"])
     assert harmonic_f1(0.0, 0.0) == 0.0

@@ -1,4 +1,4 @@
-"""How good is the self-reward as a verifier? Pure functions on plain lists (no torch).
+"""How good is the self-reward as a verifier? Functions of plain lists.
 
 Inputs are per-sample scores r_s (None for completions that hit the length limit and so have no score) and
 correctness labels. Unscored samples are left out of every metric here. Calibration treats clip(r_s, 0, 1) as the
@@ -9,7 +9,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..training.self_reward import CORRECT_THRESHOLD, harmonic_f1
+import torch
+
+from ..training.self_reward import CORRECT_THRESHOLD, metrics_from_counts, verification_counts
+from ..training.self_reward import auroc as ranked_auroc
 
 
 NAN = float("nan")
@@ -28,31 +31,8 @@ def _scored(scores: Sequence[float | None], labels: Sequence[bool]) -> tuple[lis
 
 
 def auroc(scores: Sequence[float | None], labels: Sequence[bool]) -> float:
-    """Area under the ROC curve of `scores` for separating correct (True) from incorrect samples.
-
-        AUROC = P(s⁺ > s⁻) + ½ · P(s⁺ = s⁻)
-
-    over all (correct, incorrect) pairs (the Mann–Whitney statistic; ties count half). Computed by sorting, so it is
-    O(n log n). NaN when one class is empty.
-    """
-    values, targets = _scored(scores, labels)
-    num_pos = sum(targets)
-    num_neg = len(targets) - num_pos
-    if num_pos == 0 or num_neg == 0:
-        return NAN
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    # Average ranks (1-based) with ties sharing the mean rank of their block.
-    ranks = [0.0] * len(values)
-    start = 0
-    while start < len(order):
-        end = start
-        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
-            end += 1
-        for j in range(start, end + 1):
-            ranks[order[j]] = (start + end) / 2 + 1
-        start = end + 1
-    positive_rank_sum = sum(r for r, y in zip(ranks, targets, strict=True) if y)
-    return (positive_rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
+    """AUROC of the scored samples (`self_reward.auroc`: P(s⁺ > s⁻) + ½ P(s⁺ = s⁻)); NaN when a class is empty."""
+    return ranked_auroc(*_scored(scores, labels))
 
 
 def roc_curve(scores: Sequence[float | None], labels: Sequence[bool]) -> tuple[list[float], list[float]]:
@@ -161,23 +141,27 @@ def verification_report(
     values, targets = _scored(scores, labels)
     prior = estimate_prior(values)
     adjusted = [adjust_to_prior(v, prior) for v in values]
-    correct = [s for s, y in zip(values, targets, strict=True) if y]
-    incorrect = [s for s, y in zip(values, targets, strict=True) if not y]
-    acc_correct = sum(s > threshold for s in correct) / len(correct) if correct else NAN
-    acc_incorrect = sum(s <= threshold for s in incorrect) / len(incorrect) if incorrect else NAN
-    judged_right = sum(s > threshold for s in correct) + sum(s <= threshold for s in incorrect)
+    # The same sums and per-class metrics as the training logs (`self_reward/` metrics), on all the scored samples.
+    counts = verification_counts(
+        torch.tensor(values, dtype=torch.float64),
+        torch.tensor(targets, dtype=torch.float64),
+        torch.ones(len(values), dtype=torch.bool),
+        threshold,
+    ).tolist()
+    per_class = metrics_from_counts(counts)
+    num_correct, num_incorrect = int(counts[4]), int(counts[5])
     return {
-        "acc_correct": acc_correct,
-        "acc_incorrect": acc_incorrect,
-        "f1": harmonic_f1(acc_correct, acc_incorrect) if correct and incorrect else NAN,
-        "accuracy": judged_right / len(values) if values else NAN,
+        "acc_correct": per_class["acc_correct"],
+        "acc_incorrect": per_class["acc_incorrect"],
+        "f1": per_class["f1"],
+        "accuracy": (counts[2] + counts[3]) / len(values) if values else NAN,
         "auroc": auroc(values, targets),
         "ece": expected_calibration_error(values, targets, num_bins),
         "estimated_prior": prior,
         "ece_prior_adjusted": expected_calibration_error(adjusted, targets, num_bins),
-        "score_correct": sum(correct) / len(correct) if correct else NAN,
-        "score_incorrect": sum(incorrect) / len(incorrect) if incorrect else NAN,
-        "num_correct": len(correct),
-        "num_incorrect": len(incorrect),
+        "score_correct": per_class["score_correct"],
+        "score_incorrect": per_class["score_incorrect"],
+        "num_correct": num_correct,
+        "num_incorrect": num_incorrect,
         "num_unscored": len(scores) - len(values),
     }

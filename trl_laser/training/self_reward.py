@@ -7,6 +7,8 @@ Notation (Yang et al. 2025, "LaSeR: Reinforcement Learning with Last-Token Self-
 - the alignment loss α · Σ_i w_i (r_s,i − r_v,i)² / N over the N finished, rewarded completions.
 """
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -61,12 +63,6 @@ def weighted_squared_error_sum(scores: torch.Tensor, targets: torch.Tensor, weig
     return (weights.detach() * error.square()).sum()
 
 
-def self_reward_loss(scores: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ_i w_i (r_s,i − r_v,i)² / N on a complete batch, N = number of rows with w_i ≠ 0 (0 when there are none)."""
-    count = (weights != 0).sum().clamp(min=1)
-    return weighted_squared_error_sum(scores, targets, weights) / count
-
-
 def mix_advantages(
     verifier_advantages: torch.Tensor,
     scores: torch.Tensor,
@@ -107,25 +103,29 @@ def mix_advantages(
     return (1 - coef) * verifier_advantages + coef * self_advantages.view(-1)
 
 
-def verification_counts(scores: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def verification_counts(
+    scores: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, threshold: float = CORRECT_THRESHOLD
+) -> torch.Tensor:
     """Additive statistics of self-verification over the valid rows, as a tensor of 6 sums:
 
-    [Σ r_s over correct, Σ r_s over incorrect, #correct judged correct (r_s > 0.5), #incorrect judged incorrect
-    (r_s ≤ 0.5), #correct, #incorrect]. Sums (not means) so that micro-batches and processes add up exactly.
+    [Σ r_s over correct, Σ r_s over incorrect, #correct judged correct (r_s > threshold), #incorrect judged incorrect
+    (r_s ≤ threshold), #correct, #incorrect], a row being correct when its target r_v > 0.5. Sums (not means) so that
+    micro-batches and processes add up exactly. In float32, or float64 for float64 scores.
     """
+    dtype = torch.promote_types(scores.dtype, torch.float32)
     valid = valid.bool()
-    scores = torch.where(valid, scores.detach().float(), torch.zeros_like(scores, dtype=torch.float32))
+    scores = torch.where(valid, scores.detach().to(dtype), torch.zeros_like(scores, dtype=dtype))
     correct = valid & (targets > CORRECT_THRESHOLD)
     incorrect = valid & ~(targets > CORRECT_THRESHOLD)
-    judged_correct = scores > CORRECT_THRESHOLD
+    judged_correct = scores > threshold
     return torch.stack(
         [
             (scores * correct).sum(),
             (scores * incorrect).sum(),
-            (judged_correct & correct).sum().float(),
-            (~judged_correct & incorrect).sum().float(),
-            correct.sum().float(),
-            incorrect.sum().float(),
+            (judged_correct & correct).sum().to(dtype),
+            (~judged_correct & incorrect).sum().to(dtype),
+            correct.sum().to(dtype),
+            incorrect.sum().to(dtype),
         ]
     )
 
@@ -137,10 +137,10 @@ def harmonic_f1(acc_correct: float, acc_incorrect: float) -> float:
     return 2 * acc_correct * acc_incorrect / (acc_correct + acc_incorrect)
 
 
-def metrics_from_counts(counts: torch.Tensor) -> dict[str, float]:
+def metrics_from_counts(counts: Sequence[float]) -> dict[str, float]:
     """Mean score and accuracy per class, and F1, from the 6 sums of [`verification_counts`] (added up over any number
     of micro-batches and processes). A class without rows gives NaN, so every fraction lies in [0, 1] or is NaN."""
-    s_c, s_i, ok_c, ok_i, n_c, n_i = counts.tolist()
+    s_c, s_i, ok_c, ok_i, n_c, n_i = (float(c) for c in counts)
     nan = float("nan")
     metrics = {
         "score_correct": s_c / n_c if n_c else nan,
@@ -152,23 +152,27 @@ def metrics_from_counts(counts: torch.Tensor) -> dict[str, float]:
     return metrics
 
 
-def verification_metrics(scores: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
-    """Mean score and accuracy per class, and F1, on a complete batch. A class without rows gives NaN."""
-    return metrics_from_counts(verification_counts(scores, targets, valid))
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve of `scores` for separating positive (True) from negative labels:
 
+        AUROC = P(s⁺ > s⁻) + ½ · P(s⁺ = s⁻)
 
-def binary_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Area under the ROC curve of `scores` for the 0/1 `labels`: the probability that a random positive scores above
-    a random negative, ties counting one half (Mann-Whitney U with average ranks, O(n log n)). NaN when a class is
-    empty. Unlike F1 it does not depend on the 0.5 threshold, so it shows whether the score ranks before it is
-    calibrated."""
-    labels = labels.bool().flatten()
-    scores = scores.detach().double().flatten()
-    num_pos, num_neg = int(labels.sum()), int((~labels).sum())
+    over all (positive, negative) pairs (the Mann–Whitney statistic with average ranks; ties count half), computed by
+    sorting in O(n log n). NaN when a class is empty. Unlike F1 it does not depend on the 0.5 threshold, so it shows
+    whether the score ranks before it is calibrated."""
+    num_pos = sum(bool(y) for y in labels)
+    num_neg = len(labels) - num_pos
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels.")
     if num_pos == 0 or num_neg == 0:
         return float("nan")
-    _, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    average_ranks = (ends - (counts.double() - 1) / 2)[inverse]  # 1-based, ties share their mean rank
-    u = average_ranks[labels].sum().item() - num_pos * (num_pos + 1) / 2
-    return u / (num_pos * num_neg)
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    positive_rank_sum, start = 0.0, 0
+    while start < len(order):  # blocks of tied scores share the mean of their 1-based ranks
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        rank = (start + end) / 2 + 1
+        positive_rank_sum += rank * sum(bool(labels[order[j]]) for j in range(start, end + 1))
+        start = end + 1
+    return (positive_rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)

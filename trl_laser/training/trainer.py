@@ -22,7 +22,7 @@ from ..scoring.token import resolve_self_reward_token
 from .config import LaSeRConfig
 from .self_reward import (
     CORRECT_THRESHOLD,
-    binary_auroc,
+    auroc,
     class_weights,
     metrics_from_counts,
     mix_advantages,
@@ -683,8 +683,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             rows = torch.cat(window["rows"])
             metrics = {
                 "loss": squared_error / num_valid if num_valid else float("nan"),
-                **metrics_from_counts(counts),
-                "auroc": binary_auroc(rows[:, 0], rows[:, 1] > CORRECT_THRESHOLD),
+                **metrics_from_counts(counts.tolist()),
+                "auroc": auroc(rows[:, 0].tolist(), (rows[:, 1] > CORRECT_THRESHOLD).tolist()),
             }
             for name, value in metrics.items():
                 # One value per window: TRL's `log` averages each list, and reports NaN (an empty class) as None.
