@@ -28,3 +28,4 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check trl_laser tests examples benchmarks
+	$(BIN)/ruff format --check trl_laser tests examples benchmarks

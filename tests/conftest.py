@@ -4,7 +4,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from trl_laser.scoring.recipe import SelfRewardConfig
+from trl_laser.core.recipe import SelfRewardConfig
 from trl_laser.testing import make_trainer as build_trainer
 from trl_laser.testing import save_tiny_model
 

@@ -16,7 +16,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
-from trl_laser.scoring.readout import token_log_probs
+from trl_laser.core.readout import token_log_probs
 from trl_laser.testing import tiny_model, tiny_tokenizer
 
 

@@ -98,7 +98,7 @@ def check_zero3_head(trainer) -> str:
     import deepspeed
     from deepspeed.utils import safe_get_full_grad
 
-    from trl_laser.scoring.readout import causal_lm, token_log_probs
+    from trl_laser.core.readout import causal_lm, token_log_probs
 
     engine = trainer.model_wrapped
     head = causal_lm(engine).get_output_embeddings()

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from trl_laser.cli import main
+from trl_laser.core.recipe import SelfRewardConfig
 from trl_laser.evaluation.adaptive import (
     KINDS,
     RULES,
@@ -32,7 +33,6 @@ from trl_laser.evaluation.adaptive import (
     sweep_rules,
 )
 from trl_laser.evaluation.voting import group_answers
-from trl_laser.scoring.recipe import SelfRewardConfig
 from trl_laser.scoring.scorer import Completion, GeneratedSamples, SelfRewardScorer
 from trl_laser.tasks import INTEGER_ANSWERS, Task
 from trl_laser.tasks.answers import IntegerAnswers

@@ -11,9 +11,10 @@ import pytest
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer
 from trl_laser.cli import main as cli
-from trl_laser.scoring.recipe import SELF_REWARD_CONFIG_NAME, load_self_reward_config
-from trl_laser.scoring.scorer import SelfRewardScorer, check_model_path
-from trl_laser.scoring.token import resolve_self_reward_token
+from trl_laser.core.model_path import check_model_path
+from trl_laser.core.recipe import SELF_REWARD_CONFIG_NAME, load_self_reward_config
+from trl_laser.core.token import resolve_self_reward_token
+from trl_laser.scoring.scorer import SelfRewardScorer
 from trl_laser.testing import parity_reward, tiny_model, tiny_tokenizer
 
 

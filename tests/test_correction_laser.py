@@ -8,6 +8,8 @@ import torch
 from datasets import Dataset
 
 from trl_laser import SelfRewardScorer
+from trl_laser.core.readout import eos_positions
+from trl_laser.core.self_reward import self_reward_score
 from trl_laser.correction import (
     attempt_prefix,
     attempt_prompt_text,
@@ -17,10 +19,8 @@ from trl_laser.correction import (
     trajectory_attempts,
 )
 from trl_laser.correction.rejection_sampling import trajectory_row
-from trl_laser.scoring.readout import eos_positions
 from trl_laser.tasks import COMPARE_TASK
 from trl_laser.testing import EOS_ID, FakeGenerator
-from trl_laser.training.self_reward import self_reward_score
 
 
 TASK = COMPARE_TASK

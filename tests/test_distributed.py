@@ -1,13 +1,8 @@
 import os
-import socket
 import subprocess
 import sys
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from trl_laser.testing import free_port
 
 
 def test_alignment_term_is_global_across_two_processes(tmp_path, tiny_model_dir):
@@ -18,7 +13,7 @@ def test_alignment_term_is_global_across_two_processes(tmp_path, tiny_model_dir)
     """
     script = os.path.join(os.path.dirname(__file__), "distributed_check.py")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
         script, tiny_model_dir, str(tmp_path / "out"),
     ]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "true"}

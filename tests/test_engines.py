@@ -12,7 +12,9 @@ import sys
 
 import pytest
 import torch
-from test_scale import SCRIPT, free_port, run_check
+from test_scale import SCRIPT, run_check
+
+from trl_laser.testing import free_port
 
 
 @pytest.mark.parametrize("layout", ["head-unit", "root"])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trl_laser import SelfRewardScorer
+from trl_laser.core.recipe import SelfRewardConfig
 from trl_laser.evaluation.free_verifiers import (
     best_free_verifier,
     filtered_weighted_vote,
@@ -24,7 +25,6 @@ from trl_laser.scoring.confidence import (
     vllm_trace_verifiers,
     window_means,
 )
-from trl_laser.scoring.recipe import SelfRewardConfig
 from trl_laser.testing import tiny_model, tiny_tokenizer
 
 

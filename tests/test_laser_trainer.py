@@ -8,9 +8,9 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import split_tensor_dict
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, load_self_reward_config
-from trl_laser.scoring.readout import eos_positions
+from trl_laser.core.readout import eos_positions
+from trl_laser.core.self_reward import class_weights
 from trl_laser.testing import log_probs_by_hand, parity_reward, tiny_training_args
-from trl_laser.training.self_reward import class_weights
 from trl_laser.training.trainer import FUSED_LM_HEAD, GENERATION, OLD_LOG_PROB_FORWARD
 
 
@@ -339,7 +339,7 @@ def test_distinct_pad_token(tmp_path, tiny_model_dir_distinct_pad, prompt_datase
 def test_checkpoint_carries_scoring_metadata(tmp_path, tiny_model_dir, prompt_dataset):
     from transformers import AutoModelForCausalLM
 
-    from trl_laser.scoring.readout import capture_hidden_states, token_log_probs
+    from trl_laser.core.readout import capture_hidden_states, token_log_probs
 
     args = make_args(tmp_path, save_strategy="steps", save_steps=1, max_steps=1)
     trainer = LaSeRGRPOTrainer(
@@ -529,7 +529,7 @@ def test_mixing_reads_scores_from_trl_old_log_prob_forward(
     assert torch.allclose(captured[finished], separate[finished], atol=1e-4)
 
     # the advantages equal those mixed from the separate forward's scores
-    from trl_laser.training.self_reward import mix_advantages
+    from trl_laser.core.self_reward import mix_advantages
 
     scores = 5.0 * (separate + 4.6)
     rewards = trainer._rewards_per_func[:, 0]

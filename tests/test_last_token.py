@@ -1,6 +1,6 @@
 import torch
 
-from trl_laser.scoring.readout import capture_hidden_states, eos_positions, token_log_probs, untempered_logits
+from trl_laser.core.readout import capture_hidden_states, eos_positions, token_log_probs, untempered_logits
 from trl_laser.testing import tiny_model, tiny_tokenizer
 
 

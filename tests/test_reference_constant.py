@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_laser import estimate_reference_constant
 from trl_laser.cli import main
-from trl_laser.scoring.recipe import SelfRewardConfig
+from trl_laser.core.recipe import SelfRewardConfig
 from trl_laser.scoring.scorer import SelfRewardScorer
 
 

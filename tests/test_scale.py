@@ -4,12 +4,13 @@ checkpoint vs an uninterrupted one. Each run is `tests/scale_check.py` in a fres
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+
+from trl_laser.testing import free_port
 
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "scale_check.py")
@@ -19,12 +20,6 @@ LOGGED = (
     "self_reward/finished_fraction", "self_reward/num_correct", "self_reward/num_incorrect",
     "self_reward/ref_constant",
 )  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_check(launcher: list[str], model_dir: str, output_dir, *options: str, env: dict | None = None) -> dict:

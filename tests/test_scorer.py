@@ -12,7 +12,7 @@ import torch
 from transformers import LogitsProcessor
 
 from trl_laser import SelfRewardScorer
-from trl_laser.scoring.recipe import SelfRewardConfig, resolve_self_reward_config
+from trl_laser.core.recipe import SelfRewardConfig, resolve_self_reward_config
 from trl_laser.testing import tiny_model, tiny_tokenizer
 
 

@@ -3,7 +3,6 @@ window holds: parts of generation batches, several of them, gradient accumulatio
 
 import math
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,7 +11,8 @@ import torch
 from self_reward_records import MicroBatchRecorder, check_logged_windows, expected_window_metrics
 
 from trl_laser import LaSeRGRPOTrainer
-from trl_laser.training.self_reward import auroc
+from trl_laser.core.self_reward import auroc
+from trl_laser.testing import free_port
 
 
 EOS = 2
@@ -106,17 +106,11 @@ def test_auroc_against_hand_values():
     assert math.isnan(auroc([0.3, 0.7], [1, 1]))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_logged_metrics_are_window_statistics_on_two_processes(tmp_path, tiny_model_dir):
     """Two CPU processes (gloo, started with torchrun): the window sums and scores are reduced over processes."""
     script = os.path.join(os.path.dirname(__file__), "logging_check.py")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
         script, tiny_model_dir, str(tmp_path / "out"),
     ]  # fmt: skip
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}

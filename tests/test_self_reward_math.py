@@ -3,11 +3,12 @@ import math
 import pytest
 import torch
 
-from trl_laser.training.self_reward import (
+from trl_laser.core.self_reward import (
     class_weights,
     harmonic_f1,
     metrics_from_counts,
     mix_advantages,
+    reference_constant,
     self_reward_score,
     verification_counts,
     weighted_squared_error_sum,
@@ -128,3 +129,11 @@ def test_verification_metrics_missing_class_is_nan():
     assert metrics["acc_correct"] == 1.0
     assert math.isnan(metrics["acc_incorrect"]) and math.isnan(metrics["f1"])
     assert harmonic_f1(0.0, 0.0) == 0.0
+
+
+def test_reference_constant_is_mean_and_sample_std():
+    # values −18, −17, −16: mean −17; sample variance ((−1)² + 0 + 1²) / (3 − 1) = 1
+    assert reference_constant([-18.0, -17.0, -16.0]) == (-17.0, 1.0)
+    assert reference_constant([-5.0]) == (-5.0, 0.0)
+    with pytest.raises(ValueError, match="at least one finished completion"):
+        reference_constant([])

@@ -3,7 +3,7 @@ import torch
 from trl import TrlParser
 
 from trl_laser import LaSeRConfig, SelfRewardConfig, load_self_reward_config
-from trl_laser.scoring.token import resolve_self_reward_token
+from trl_laser.core.token import resolve_self_reward_token
 from trl_laser.testing import tiny_model, tiny_tokenizer
 
 

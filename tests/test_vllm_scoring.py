@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from trl_laser import SelfRewardScorer
-from trl_laser.scoring.recipe import SelfRewardConfig
+from trl_laser.core.recipe import SelfRewardConfig
 from trl_laser.scoring.scorer import (
     check_vllm_logprobs_mode,
     parse_vllm_scores,

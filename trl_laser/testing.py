@@ -1,6 +1,7 @@
 """Tiny offline models for tests and examples (a character-level ChatML tokenizer and a few-layer Llama), and the
 helpers the tests share: a trainer builder and a fake generator."""
 
+import socket
 import string
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -211,3 +212,10 @@ class FakeGenerator:
         if self._score is None:
             raise AssertionError("this fake generator was given no scores")
         return self._score(prompts, completions)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that no process is listening on now (for multi-process test runs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -36,8 +36,9 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from ..core.model_path import check_model_path
     from ..correction.rejection_sampling import run_rejection_sampling
-    from ..scoring.scorer import SelfRewardScorer, check_model_path
+    from ..scoring.scorer import SelfRewardScorer
 
     parser = make_parser(prog)
     try:

@@ -40,8 +40,9 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    from ..core.model_path import check_model_path
     from ..scoring.reference_constant import estimate_reference_constant
-    from ..scoring.scorer import check_model_path, load_pretrained
+    from ..scoring.scorer import load_pretrained
 
     parser = make_parser(prog)
     # Everything that can be wrong with the input is reported before the model is loaded.

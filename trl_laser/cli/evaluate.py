@@ -16,7 +16,7 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    from ..scoring.scorer import check_model_path
+    from ..core.model_path import check_model_path
 
     parser = make_parser(prog)
     # Everything that can be wrong with the input is reported before the model is loaded.

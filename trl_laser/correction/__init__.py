@@ -2,7 +2,7 @@
 revises when it judged itself wrong, and stops by itself; plus the cheap variant whose "revise or stop" decision is
 the LaSeR last-token score.
 
-- `format`: the trajectory format (data; each task carries its wording as `Task.correction`),
+- the trajectory format is data, `trl_laser.tasks.format` (each task carries its wording as `Task.correction`),
 - `rejection_sampling`: stage 1 data (sequential rejection sampling → a dataset for TRL's `SFTTrainer`),
 - `rewards`: the stage-2 reward on the last answer of a trajectory,
 - `laser`: the LaSeR variant's attempts: their context, training rows and reward (where the score is trained and read),
@@ -10,34 +10,20 @@ the LaSeR last-token score.
 - `evaluation`: the method's metrics and `evaluate_correction`.
 """
 
-import importlib
-from typing import TYPE_CHECKING
+from ..tasks.format import CORRECT, WRONG, Attempt, CorrectionFormat
+from .evaluation import correction_metrics, evaluate_correction
+from .laser import attempt_prefix, attempt_prompt_text, attempt_rows, make_attempt_reward, trajectory_attempts
+from .loop import CorrectionResult, self_correct
+from .rejection_sampling import (
+    RejectionSamplingConfig,
+    assemble_trajectories,
+    balance_types,
+    run_rejection_sampling,
+    select_evaluations,
+    select_revisions,
+)
+from .rewards import final_answer, make_trajectory_reward
 
-
-# Imported on first use: tasks import `correction.format`, and the other modules import tasks.
-_EXPORTS = {
-    "CORRECT": "format",
-    "WRONG": "format",
-    "Attempt": "format",
-    "CorrectionFormat": "format",
-    "RejectionSamplingConfig": "rejection_sampling",
-    "assemble_trajectories": "rejection_sampling",
-    "balance_types": "rejection_sampling",
-    "run_rejection_sampling": "rejection_sampling",
-    "select_evaluations": "rejection_sampling",
-    "select_revisions": "rejection_sampling",
-    "final_answer": "rewards",
-    "make_trajectory_reward": "rewards",
-    "attempt_prefix": "laser",
-    "attempt_prompt_text": "laser",
-    "attempt_rows": "laser",
-    "trajectory_attempts": "laser",
-    "make_attempt_reward": "laser",
-    "CorrectionResult": "loop",
-    "self_correct": "loop",
-    "correction_metrics": "evaluation",
-    "evaluate_correction": "evaluation",
-}
 
 __all__ = [
     "CORRECT",
@@ -62,24 +48,3 @@ __all__ = [
     "self_correct",
     "trajectory_attempts",
 ]
-
-if TYPE_CHECKING:
-    from .evaluation import correction_metrics, evaluate_correction
-    from .format import CORRECT, WRONG, Attempt, CorrectionFormat
-    from .laser import attempt_prefix, attempt_prompt_text, attempt_rows, make_attempt_reward, trajectory_attempts
-    from .loop import CorrectionResult, self_correct
-    from .rejection_sampling import (
-        RejectionSamplingConfig,
-        assemble_trajectories,
-        balance_types,
-        run_rejection_sampling,
-        select_evaluations,
-        select_revisions,
-    )
-    from .rewards import final_answer, make_trajectory_reward
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 
+from ..core.self_reward import CORRECT_THRESHOLD
+from ..tasks.format import CORRECT, WRONG
 from ..tasks.task import Task
-from ..training.self_reward import CORRECT_THRESHOLD
-from .format import CORRECT, WRONG
 from .loop import CorrectionResult, ScoreFn, self_correct
 
 

@@ -18,8 +18,8 @@ The model never writes a self-evaluation in this variant; the loop writes the "w
 from collections.abc import Callable, Sequence
 
 from ..tasks.answers import completion_text
+from ..tasks.format import CorrectionFormat
 from ..tasks.task import Task
-from .format import CorrectionFormat
 from .rewards import cut_before_eos
 
 

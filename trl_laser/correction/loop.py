@@ -1,6 +1,6 @@
 """Self-correcting inference: the verdict-driven loop and the loop driven by the LaSeR score.
 
-Both loops write one trajectory per problem in the format of `trl_laser.correction.format` and stop after at most
+Both loops write one trajectory per problem in the format of `trl_laser.tasks.format` and stop after at most
 `max_attempts` attempts:
 
 - verbal ("verbal"): the model decides, as in the method's inference. An attempt is generated until the model starts
@@ -25,9 +25,9 @@ attempt (the step fed with the attempt's EOS), plus any text the model wrote aft
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..core.self_reward import CORRECT_THRESHOLD
+from ..tasks.format import CORRECT, WRONG
 from ..tasks.task import Task
-from ..training.self_reward import CORRECT_THRESHOLD
-from .format import CORRECT, WRONG
 from .laser import attempt_prefix, split_attempt
 
 
@@ -129,96 +129,24 @@ def self_correct(
             "The LaSeR correction loop decides by r_s, and this generator has no scoring recipe. Load it with "
             "`SelfRewardScorer.from_pretrained(path, config=SelfRewardConfig(...))` or from a LaSeR checkpoint."
         )
-    score_fn = score_fn or _cached_scores
-    fmt = task.correction
     prompts = [task.build_prompt(p) if isinstance(p, str) else list(p) for p in problems]
+    if mode == "verbal":
+        loop = _VerbalLoop(generator, task, prompts, evaluation_max_new_tokens, temperature)
+    else:
+        loop = _LaserLoop(generator, task, prompts, score_fn or _cached_scores, threshold)
     results = [CorrectionResult() for _ in prompts]
     active = list(range(len(prompts)))
-    # verbal: an attempt ends where the model starts its self-evaluation; LaSeR: at its EOS (a model that starts a
-    # revision by itself is stopped there: that completion has no score)
-    attempt_stop = [fmt.evaluation_prefix.strip()] if mode == "verbal" else [fmt.revision_prefix.strip()]
-    evaluation_cost = generator.count_tokens(fmt.evaluation_prefix)
-
     for k in range(max_attempts):
         if not active:
             break
         judged = k < max_attempts - 1
-        if mode == "verbal":
-            prefixes = [results[i].trajectory for i in active]
-        else:
-            prefixes = [attempt_prefix(fmt, results[i].attempts) for i in active]
-        outputs = generator.generate(
-            [prompts[i] for i in active],
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            assistant_prefixes=prefixes,
-            stop=attempt_stop,
-        )
-        completions = [samples.completions[0] for samples in outputs]
-        for i, prefix, out in zip(active, prefixes, completions, strict=True):
-            r = results[i]
-            if mode == "verbal":
-                attempt = _attempt_text(out)
-            else:
-                attempt = split_attempt(out.text, fmt)[0]
-            r.attempts.append(attempt)
-            r.answers.append(task.extract_answer(attempt))
-            r.generated_tokens += out.num_tokens
-            r.trajectory = prefix + (attempt if k == 0 else fmt.separator + attempt)
-            if k > 0 and r.answers[-1] is None:
-                r.format_broken = True  # a revision without an answer
-            elif mode == "verbal" and judged and out.stop is None:
-                r.format_broken = True  # the turn ended (EOS or token limit) where a self-evaluation was due
+        completions = _attempt(loop, results, active, k, judged, max_new_tokens, temperature)
         # The last allowed attempt is not judged, nor one that broke the format.
         keep = [n for n, i in enumerate(active) if judged and not results[i].format_broken]
         active, completions = [active[n] for n in keep], [completions[n] for n in keep]
         if not active:
             break
-
-        if mode == "verbal":
-            eval_prefixes = [results[i].trajectory + fmt.evaluation_prefix for i in active]
-            outputs = generator.generate(
-                [prompts[i] for i in active],
-                max_new_tokens=evaluation_max_new_tokens,
-                temperature=temperature,
-                assistant_prefixes=eval_prefixes,
-                stop=list(fmt.verdict_stems.values()),
-            )
-            verdicts = []
-            for i, prefix, samples in zip(active, eval_prefixes, outputs, strict=True):
-                r, out = results[i], samples.completions[0]
-                verdict = fmt.parse_verdict(out.text)
-                verdicts.append(verdict)
-                r.verdicts.append(verdict)
-                r.generated_tokens += out.num_tokens
-                r.verification_tokens += evaluation_cost + out.num_tokens
-                r.verification_compute_tokens += _context_tokens(generator, prompts[i], prefix) + out.num_tokens
-                if verdict is None:
-                    r.format_broken = True
-                    continue
-                r.trajectory = fmt.join(r.trajectory + fmt.evaluation_prefix, fmt.normalize_evaluation(out.text))
-                if verdict == WRONG:
-                    r.trajectory += fmt.revision_prefix
-                    r.revision_prompt_tokens += generator.count_tokens(fmt.revision_prefix)
-        else:
-            scores = score_fn([prompts[i] for i in active], completions)
-            verdicts = []
-            for i, out, score in zip(active, completions, scores, strict=True):
-                r = results[i]
-                r.scores.append(score)
-                verdict = None if score is None else CORRECT if score > threshold else WRONG
-                verdicts.append(verdict)
-                r.verdicts.append(verdict)
-                if verdict is None:
-                    r.format_broken = True
-                    continue
-                r.verification_tokens += 1
-                # The decode step fed with the EOS, and whatever the model wrote after its answer before that EOS.
-                after_answer = out.num_tokens - int(out.finished) - generator.count_tokens(r.attempts[-1])
-                r.verification_compute_tokens += 1 + max(after_answer, 0)
-                if verdict == WRONG:
-                    inserted = fmt.join(fmt.evaluation_prefix, fmt.wrong_verdict) + fmt.revision_prefix
-                    r.revision_prompt_tokens += generator.count_tokens(inserted)
+        verdicts = loop.judge(results, active, completions)
         # Only a "wrong" verdict asks for another attempt.
         active = [i for i, verdict in zip(active, verdicts, strict=True) if verdict == WRONG]
 
@@ -226,3 +154,119 @@ def self_correct(
         # The method's rule: when the model breaks the format, its first answer counts as final.
         r.final_answer = r.answers[0] if r.format_broken else r.answers[-1]
     return results
+
+
+def _attempt(loop, results, active, k, judged, max_new_tokens, temperature):
+    """Generate attempt k of the `active` problems (continuing each one's context), record it, and flag a broken
+    format; returns the attempts' completions."""
+    task, fmt = loop.task, loop.task.correction
+    prefixes = [loop.attempt_prefix(results[i]) for i in active]
+    outputs = loop.generator.generate(
+        [loop.prompts[i] for i in active],
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        assistant_prefixes=prefixes,
+        stop=loop.attempt_stop,
+    )
+    completions = [samples.completions[0] for samples in outputs]
+    for i, prefix, out in zip(active, prefixes, completions, strict=True):
+        r = results[i]
+        attempt = loop.attempt_text(out)
+        r.attempts.append(attempt)
+        r.answers.append(task.extract_answer(attempt))
+        r.generated_tokens += out.num_tokens
+        r.trajectory = prefix + (attempt if k == 0 else fmt.separator + attempt)
+        if k > 0 and r.answers[-1] is None:
+            r.format_broken = True  # a revision without an answer
+        elif judged and loop.ended_before_judgement(out):
+            r.format_broken = True
+    return completions
+
+
+class _VerbalLoop:
+    """The method's loop: after an attempt the model writes its own evaluation, whose verdict decides."""
+
+    def __init__(self, generator, task: Task, prompts, evaluation_max_new_tokens: int, temperature: float):
+        self.generator, self.task, self.prompts = generator, task, prompts
+        self.evaluation_max_new_tokens, self.temperature = evaluation_max_new_tokens, temperature
+        fmt = task.correction
+        self.attempt_stop = [fmt.evaluation_prefix.strip()]  # an attempt ends where its self-evaluation starts
+        self.evaluation_cost = generator.count_tokens(fmt.evaluation_prefix)
+
+    def attempt_prefix(self, result: CorrectionResult) -> str:
+        return result.trajectory
+
+    def attempt_text(self, out) -> str:
+        return _attempt_text(out)
+
+    def ended_before_judgement(self, out) -> bool:
+        return out.stop is None  # the turn ended (EOS or token limit) where a self-evaluation was due
+
+    def judge(self, results, active, completions) -> list[str | None]:
+        fmt = self.task.correction
+        eval_prefixes = [results[i].trajectory + fmt.evaluation_prefix for i in active]
+        outputs = self.generator.generate(
+            [self.prompts[i] for i in active],
+            max_new_tokens=self.evaluation_max_new_tokens,
+            temperature=self.temperature,
+            assistant_prefixes=eval_prefixes,
+            stop=list(fmt.verdict_stems.values()),
+        )
+        verdicts = []
+        for i, prefix, samples in zip(active, eval_prefixes, outputs, strict=True):
+            r, out = results[i], samples.completions[0]
+            verdict = fmt.parse_verdict(out.text)
+            verdicts.append(verdict)
+            r.verdicts.append(verdict)
+            r.generated_tokens += out.num_tokens
+            r.verification_tokens += self.evaluation_cost + out.num_tokens
+            r.verification_compute_tokens += _context_tokens(self.generator, self.prompts[i], prefix) + out.num_tokens
+            if verdict is None:
+                r.format_broken = True
+                continue
+            r.trajectory = fmt.join(r.trajectory + fmt.evaluation_prefix, fmt.normalize_evaluation(out.text))
+            if verdict == WRONG:
+                r.trajectory += fmt.revision_prefix
+                r.revision_prompt_tokens += self.generator.count_tokens(fmt.revision_prefix)
+        return verdicts
+
+
+class _LaserLoop:
+    """The LaSeR variant: an attempt ends at its EOS, and the score read there decides (r_s > threshold: correct)."""
+
+    def __init__(self, generator, task: Task, prompts, score_fn: ScoreFn, threshold: float):
+        self.generator, self.task, self.prompts = generator, task, prompts
+        self.score_fn, self.threshold = score_fn, threshold
+        # A model that starts a revision by itself is stopped there: that completion has no score.
+        self.attempt_stop = [task.correction.revision_prefix.strip()]
+
+    def attempt_prefix(self, result: CorrectionResult) -> str:
+        return attempt_prefix(self.task.correction, result.attempts)
+
+    def attempt_text(self, out) -> str:
+        return split_attempt(out.text, self.task.correction)[0]
+
+    def ended_before_judgement(self, out) -> bool:
+        return False  # an attempt without a score is caught when it is judged
+
+    def judge(self, results, active, completions) -> list[str | None]:
+        fmt = self.task.correction
+        scores = self.score_fn([self.prompts[i] for i in active], completions)
+        verdicts = []
+        for i, out, score in zip(active, completions, scores, strict=True):
+            r = results[i]
+            r.scores.append(score)
+            verdict = None if score is None else CORRECT if score > self.threshold else WRONG
+            verdicts.append(verdict)
+            r.verdicts.append(verdict)
+            if verdict is None:
+                r.format_broken = True
+                continue
+            r.verification_tokens += 1
+            # The decode step fed with the EOS, and whatever the model wrote after its answer before that EOS.
+            after_answer = out.num_tokens - int(out.finished) - self.generator.count_tokens(r.attempts[-1])
+            r.verification_compute_tokens += 1 + max(after_answer, 0)
+            if verdict == WRONG:
+                inserted = fmt.join(fmt.evaluation_prefix, fmt.wrong_verdict) + fmt.revision_prefix
+                r.revision_prompt_tokens += self.generator.count_tokens(inserted)
+        return verdicts

@@ -34,8 +34,8 @@ from accelerate import PartialState
 from accelerate.logging import get_logger
 
 from ..scoring.scorer import Completion
+from ..tasks.format import CORRECT, WRONG, CorrectionFormat
 from ..tasks.task import Task
-from .format import CORRECT, WRONG, CorrectionFormat
 
 
 logger = get_logger(__name__)

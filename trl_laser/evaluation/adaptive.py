@@ -47,8 +47,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from ..core.recipe import SelfRewardConfig, resolve_self_reward_config
 from ..scoring.confidence import TRACE_VERIFIERS
-from ..scoring.recipe import SelfRewardConfig, resolve_self_reward_config
 from ..tasks.task import Task
 from .evaluate import json_safe
 from .free_verifiers import percentile, vote_weight

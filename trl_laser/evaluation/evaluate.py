@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..scoring.recipe import SelfRewardConfig, resolve_self_reward_config
+from ..core.recipe import SelfRewardConfig, resolve_self_reward_config
+from ..core.self_reward import CORRECT_THRESHOLD
 from ..tasks.task import Task
-from ..training.self_reward import CORRECT_THRESHOLD
 from .free_verifiers import free_verifier_report, sample_verifiers
 from .metrics import verification_report
 from .plots import plot_all

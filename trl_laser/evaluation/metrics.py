@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..training.self_reward import CORRECT_THRESHOLD, metrics_from_counts, verification_counts
-from ..training.self_reward import auroc as ranked_auroc
+from ..core.self_reward import CORRECT_THRESHOLD, metrics_from_counts, verification_counts
+from ..core.self_reward import auroc as ranked_auroc
 
 
 NAN = float("nan")

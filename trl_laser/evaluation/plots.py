@@ -8,7 +8,7 @@ import math
 import os
 from collections.abc import Sequence
 
-from ..training.self_reward import CORRECT_THRESHOLD
+from ..core.self_reward import CORRECT_THRESHOLD
 from .metrics import auroc, reliability_bins, roc_curve
 
 

@@ -1,2 +1,2 @@
-"""Reading the self-reward score: the last-token readout, the choice of z_c, the scoring recipe, and the scorer (which
-is also the generator of evaluation and self-correction)."""
+"""Generating with the self-reward: the scorer (which is also the generator of evaluation and self-correction), the
+free verifiers read during the same generation (`confidence`), and measuring c_ref (`reference_constant`)."""

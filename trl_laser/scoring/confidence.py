@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor
 
-from .readout import causal_lm
+from ..core.readout import causal_lm
 
 
 CONFIDENCE_TOP_K = 20

@@ -5,8 +5,9 @@ completions; its spread tells whether a constant is a good stand-in (the LaSeR a
 ±1.18 on a Llama-3 based model).
 """
 
-import statistics
 from dataclasses import asdict, dataclass
+
+from ..core.self_reward import reference_constant
 
 
 @dataclass
@@ -39,7 +40,7 @@ def estimate_reference_constant(
     token and are left out (counted in `num_unfinished`). The log-prob is read with one extra decode step per
     completion, exactly as the trainer and the scorer read it.
     """
-    from .recipe import SelfRewardConfig
+    from ..core.recipe import SelfRewardConfig
     from .scorer import SelfRewardScorer  # the scorer reads log π(z_c) during generation
 
     # With beta = 1 and c_ref = 0 the score r_s is log π(z_c | x, y) itself. The scorer validates (or picks) the token.
@@ -60,6 +61,5 @@ def estimate_reference_constant(
             f"None of the {total} completions finished within max_new_tokens={max_new_tokens}, so there is no last "
             "token to read z_c after. Raise max_new_tokens or use prompts the model answers briefly."
         )
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    mean, std = reference_constant(values)
     return ReferenceConstant(mean, std, len(values), total - len(values), scorer.config.token, scorer.config.token_id)

@@ -31,11 +31,12 @@ from accelerate import PartialState
 from accelerate.logging import get_logger
 from transformers import LogitsProcessorList
 
-from ..training.self_reward import self_reward_score
+from ..core.during_generation import generate_with_log_probs, position_ids_from_mask
+from ..core.model_path import check_model_path
+from ..core.readout import backbone, causal_lm, token_log_probs
+from ..core.recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
+from ..core.self_reward import self_reward_score
 from .confidence import DEEPCONF_SETTINGS, ConfidenceSettings, TokenStatistics, vllm_trace_verifiers
-from .during_generation import generate_with_log_probs, position_ids_from_mask
-from .readout import backbone, causal_lm, token_log_probs
-from .recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
 
 
 logger = get_logger(__name__)
@@ -125,28 +126,6 @@ def cut_at_stop(text: str, stop: Sequence[str] | None) -> tuple[str, str | None]
     if best is None:
         return text, None
     return text[: best[0] + len(best[1])], best[1]
-
-
-def looks_like_local_path(name: str) -> bool:
-    """Whether `name` can only mean a local path: absolute, starting with `.` or `~`, a Windows path, or with more
-    than one `/` (a Hub id is `name` or `owner/name`)."""
-    return (
-        os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or name.count("/") > 1 or name.endswith("/")
-    )
-
-
-def check_model_path(name: str) -> str:
-    """Raise a FileNotFoundError naming the fix when `name` is meant as a local model directory that does not exist
-    (so that a mistyped path is never sent to the Hub as a repository id); returns `name`."""
-    if os.path.exists(os.path.expanduser(name)):
-        if not os.path.isdir(os.path.expanduser(name)):
-            raise NotADirectoryError(f"{name!r} is a file; pass the model directory that holds config.json.")
-        return name
-    if looks_like_local_path(name):
-        raise FileNotFoundError(
-            f"Model directory {name!r} does not exist. Check the path (a Hub model id looks like 'owner/name')."
-        )
-    return name
 
 
 def load_pretrained(path: str, backend: str = "transformers", **model_kwargs):
@@ -256,7 +235,7 @@ class SelfRewardScorer:
         """The recipe with its token validated against this tokenizer and model, and its id filled in."""
         token = config.token_id if config.token_id is not None else config.token
         if not self.is_vllm:
-            from .token import resolve_self_reward_token
+            from ..core.token import resolve_self_reward_token
 
             string, token_id = resolve_self_reward_token(
                 self.tokenizer, causal_lm(self.model), token, eos_token_ids=self.eos_ids

@@ -3,6 +3,7 @@
 from .answers import INTEGER_ANSWERS, MATH_ANSWERS, AnswerChecker, completion_text
 from .compare import COMPARE_FEW_SHOT, COMPARE_TASK
 from .data import DatasetArguments, DatasetError, load_problems
+from .format import CorrectionFormat
 from .math import MATH_TASK
 from .rewards import exact_answer_reward, math_answer_reward
 from .sums import SUMS_FEW_SHOT, SUMS_TASK
@@ -19,6 +20,7 @@ __all__ = [
     "SUMS_TASK",
     "TASKS",
     "AnswerChecker",
+    "CorrectionFormat",
     "DatasetArguments",
     "DatasetError",
     "GeneratedProblem",

@@ -8,8 +8,8 @@ incorrect answers. The prompt is kept short (56 tokens) because its forward and 
 
 import random
 
-from ..correction.format import CorrectionFormat
 from .answers import INTEGER_ANSWERS
+from .format import CorrectionFormat
 from .task import GeneratedProblem, Task, register_task
 
 

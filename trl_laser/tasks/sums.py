@@ -18,8 +18,8 @@ of the problems; after 512 solutions 69 % are right, which would leave RL little
 
 import random
 
-from ..correction.format import CorrectionFormat
 from .answers import INTEGER_ANSWERS
+from .format import CorrectionFormat
 from .task import GeneratedProblem, Task, register_task
 
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..correction.format import CorrectionFormat
 from .answers import AnswerChecker
+from .format import CorrectionFormat
 from .rewards import REWARD_FUNCTIONS
 
 

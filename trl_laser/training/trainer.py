@@ -14,22 +14,23 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, use_adapter
 
-from ..scoring.during_generation import generate_with_log_probs
-from ..scoring.readout import capture_hidden_states, eos_positions, token_log_probs
-from ..scoring.recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
-from ..scoring.scorer import check_model_path
-from ..scoring.token import resolve_self_reward_token
-from .config import LaSeRConfig
-from .self_reward import (
+from ..core.during_generation import generate_with_log_probs
+from ..core.model_path import check_model_path
+from ..core.readout import capture_hidden_states, eos_positions, token_log_probs
+from ..core.recipe import SELF_REWARD_CONFIG_NAME, SelfRewardConfig, load_self_reward_config
+from ..core.self_reward import (
     CORRECT_THRESHOLD,
     auroc,
     class_weights,
     metrics_from_counts,
     mix_advantages,
+    reference_constant,
     self_reward_score,
     verification_counts,
     weighted_squared_error_sum,
 )
+from ..core.token import resolve_self_reward_token
+from .config import LaSeRConfig
 
 
 logger = get_logger(__name__)
@@ -88,10 +89,10 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         L = L_GRPO + α · Σ_i w_i (r_s,i − r_v,i)² / N
 
     over the N finished, rewarded completions of the generation batch, with class weights w_i (see
-    [`trl_laser.training.self_reward.class_weights`]). log π_θ(z_c | x, y) comes from the same forward pass as the policy
+    [`trl_laser.core.self_reward.class_weights`]). log π_θ(z_c | x, y) comes from the same forward pass as the policy
     loss: z_c is the label of the position after each EOS, scored by TRL's fused LM head with the completion tokens.
     No second pass, one extra position per completion. Optionally, the scores are mixed into the advantages (paper
-    §4.2, [`trl_laser.training.self_reward.mix_advantages`]).
+    §4.2, [`trl_laser.core.self_reward.mix_advantages`]).
 
     The changes w.r.t. [`trl.GRPOTrainer`]:
     - `_generate_and_score_completions`: adds the EOS position, verifier target and class weight of each completion
@@ -248,20 +249,29 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             raise ValueError(f"self_reward_target={target!r} is not one of the reward functions: {names}.")
         return names.index(target)
 
-    def _adopt_saved_ref_constant(self, directory: str | None):
-        """Keep the c_ref a LaSeR model was trained with when training it further: measuring it again on the trained
-        model would shift every score (the trained model puts much more mass on z_c)."""
+    def _adopt_saved_ref_constant(self, directory: str | None, resuming: bool = False):
+        """Keep the c_ref a LaSeR model was trained with (its recipe in `directory`): measuring it again on the trained
+        model would shift every score (the trained model puts much more mass on z_c). A recipe for another token is
+        an error when `resuming` a checkpoint (the run would change its token midway); when training a LaSeR model
+        further, c_ref is measured for the new token instead. A c_ref given in the arguments always wins."""
         if not directory or not os.path.isfile(os.path.join(directory, SELF_REWARD_CONFIG_NAME)):
             return
         saved = load_self_reward_config(directory)
         if saved.token_id != self.self_reward_token_id:
+            if resuming:
+                raise ValueError(
+                    f"The checkpoint {directory} was trained with self-reward token {saved.token!r} (id "
+                    f"{saved.token_id}), but this run resolved {self.self_reward_token!r} (id "
+                    f"{self.self_reward_token_id}). Resume with `self_reward_token={saved.token_id}`."
+                )
             logger.warning(
                 f"{directory} was trained with self-reward token {saved.token!r}, this run uses "
                 f"{self.self_reward_token!r}: c_ref will be measured for the new token."
             )
             return
-        self.ref_constant, self.ref_constant_std = saved.ref_constant, saved.ref_constant_std
-        logger.info(f"Using c_ref = {self.ref_constant:.3f} saved with {directory}.")
+        if self.args.self_reward_ref_constant is None:
+            self.ref_constant, self.ref_constant_std = saved.ref_constant, saved.ref_constant_std
+            logger.info(f"Using c_ref = {self.ref_constant:.3f} saved with {directory}.")
 
     # ------------------------------------------------------------------------------------------------------------
     # Schedule
@@ -570,8 +580,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                 f"c_ref is measured at step {self.state.global_step}, after updates: no earlier generation batch had a "
                 "finished completion. Set `self_reward_ref_constant` to control it."
             )
-        self.ref_constant = values.mean().item()
-        self.ref_constant_std = values.std().item() if values.numel() > 1 else 0.0
+        self.ref_constant, self.ref_constant_std = reference_constant(values.tolist())
         logger.info(
             f"Measured the self-reward reference constant c_ref = {self.ref_constant:.3f} ± {self.ref_constant_std:.3f} "
             f"(log π({self.self_reward_token!r} | x, y) over {values.numel()} completions); it is saved with the model."
@@ -727,20 +736,8 @@ class LaSeRGRPOTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
-        if not os.path.isfile(os.path.join(checkpoint, SELF_REWARD_CONFIG_NAME)):
-            return
-        saved = load_self_reward_config(checkpoint)
-        if saved.token_id != self.self_reward_token_id:
-            raise ValueError(
-                f"The checkpoint {checkpoint} was trained with self-reward token {saved.token!r} (id "
-                f"{saved.token_id}), but this run resolved {self.self_reward_token!r} (id {self.self_reward_token_id}). "
-                f"Resume with `self_reward_token={saved.token_id}`."
-            )
-        if self.args.self_reward_ref_constant is None:
-            # Resuming must not re-measure c_ref with the trained model: the score would shift silently.
-            self.ref_constant, self.ref_constant_std = saved.ref_constant, saved.ref_constant_std
+        if checkpoint is not None:  # resuming must not re-measure c_ref with the trained model
+            self._adopt_saved_ref_constant(checkpoint, resuming=True)
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         # transformers copies only the weights, config and tokenizer of a checkpoint into the folder it pushes; a

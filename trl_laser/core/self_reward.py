@@ -7,6 +7,7 @@ Notation (Yang et al. 2025, "LaSeR: Reinforcement Learning with Last-Token Self-
 - the alignment loss α · Σ_i w_i (r_s,i − r_v,i)² / N over the N finished, rewarded completions.
 """
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +15,17 @@ import torch
 
 CORRECT_THRESHOLD = 0.5
 """A completion counts as correct when r_v > 0.5, and as *judged* correct by the model when r_s > 0.5."""
+
+
+def reference_constant(log_probs: Sequence[float]) -> tuple[float, float]:
+    """c_ref = mean over finished completions of log π_ref(z_c | x, y), and the sample standard deviation of those
+    values (0 for a single value), which says how far the untrained score spreads around 0."""
+    if not log_probs:
+        raise ValueError("c_ref needs at least one finished completion.")
+    mean = sum(log_probs) / len(log_probs)
+    if len(log_probs) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in log_probs) / (len(log_probs) - 1))
 
 
 def self_reward_score(token_log_probs: torch.Tensor, beta: float, ref_log_probs: torch.Tensor | float) -> torch.Tensor:
