@@ -23,10 +23,10 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from trl_laser.core.during_generation import position_ids_from_mask
+from trl_laser.core.readout import causal_lm
+from trl_laser.core.recipe import SelfRewardConfig
 from trl_laser.scoring import during_generation
-from trl_laser.scoring.during_generation import position_ids_from_mask
-from trl_laser.scoring.readout import causal_lm
-from trl_laser.scoring.recipe import SelfRewardConfig
 from trl_laser.scoring.scorer import SelfRewardScorer, left_pad, load_pretrained
 
 
