@@ -214,6 +214,20 @@ def evaluate_stage(stage: str, model_path: str, recipe: dict, problems, task, sc
 NAMES = {"base": "before RL", "grpo": "GRPO", "laser": "LaSeR"}
 
 
+def training_summary(history: list[dict]) -> dict:
+    """From a run's log history: the training reward of its first and last logging windows, and the largest share of
+    a window's generation batches that held one class only (right or wrong answers alone; None when not logged)."""
+    windows = [h for h in history if "reward" in h and "train_runtime" not in h]
+    one_class = [
+        h["self_reward/one_class_batches"] for h in windows if h.get("self_reward/one_class_batches") is not None
+    ]
+    return {
+        "first_reward": windows[0]["reward"] if windows else None,
+        "last_reward": windows[-1]["reward"] if windows else None,
+        "max_one_class_batches": max(one_class) if one_class else None,
+    }
+
+
 def pct(x) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f} %"
 
@@ -511,7 +525,8 @@ def main():
     previous = os.path.join(output, "results.json")
     if os.path.isfile(previous):  # a rerun that reused stages keeps the wall time of the run that made them
         wall_time = max(wall_time, load_json(previous).get("wall_time_s") or 0.0)
-    dump_json({**results, "config": config, "wall_time_s": wall_time}, previous)
+    training = {stage: training_summary(history) for stage, history in histories.items()}
+    dump_json({**results, "config": config, "training": training, "wall_time_s": wall_time}, previous)
     table = write_table(results, k, os.path.join(output, "results.md"))
     plot_training_curves(histories, os.path.join(output, "training_curves.png"))
     plot_voting_curves(results, os.path.join(output, "voting_curves.png"))

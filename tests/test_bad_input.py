@@ -269,6 +269,7 @@ def test_degenerate_batches_train_with_finite_losses(case, overrides, make_train
         elif case == "one class only":
             assert entry["self_reward/num_correct"] > 0 and entry["self_reward/num_incorrect"] == 0.0
             assert entry.get("self_reward/auroc") is None  # undefined with one class
+            assert entry["self_reward/one_class_batches"] == 1.0
         else:
             assert entry["self_reward/finished_fraction"] > 0
             assert entry["self_reward/num_correct"] == entry["self_reward/num_incorrect"] == 0.0

@@ -32,7 +32,9 @@ def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, ti
     assert json.load(open(output / "sft" / "warm_start.json"))["settings"]["num_examples"] == 8
 
     results = json.load(open(report / "results.json"))
-    assert set(results) == {"base", "grpo", "laser", "config", "wall_time_s"}
+    assert set(results) == {"base", "grpo", "laser", "config", "training", "wall_time_s"}
+    for stage in ("grpo", "laser"):
+        assert set(results["training"][stage]) == {"first_reward", "last_reward", "max_one_class_batches"}
     assert results["config"]["start_model"] == results["base"]["model"] == str(output / "sft")
     for stage in ("base", "grpo", "laser"):
         r = results[stage]
