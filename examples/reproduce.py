@@ -453,12 +453,16 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main():
+def parse_args(argv: list[str] | None = None) -> tuple[ReproduceArguments, WarmStartArguments, LaSeRConfig]:
     parser = TrlParser((ReproduceArguments, WarmStartArguments, LaSeRConfig))
     # The CPU demo's recipe (examples/train.py), with periodic checkpoints so that an interrupted run resumes; every
     # field can be overridden on the command line or with --config.
     parser.set_defaults(**{**DEMO_DEFAULTS, "output_dir": "outputs/reproduction", "save_strategy": "steps"})
-    script_args, warm_start, args = parser.parse_args_and_config()
+    return parser.parse_args_and_config(argv)
+
+
+def main():
+    script_args, warm_start, args = parse_args()
     if script_args.eval_split not in ("test", "validation"):
         raise ValueError(f"--eval_split must be 'test' or 'validation', not {script_args.eval_split!r}.")
     if not args.laser_enabled:

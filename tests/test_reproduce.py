@@ -79,3 +79,23 @@ def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, ti
     )
     assert "holds a reproduction made with other settings (learning_rate: 1e-05 -> 3e-05)" in changed
     assert "Pass a new --output_dir" in changed and "reusing" not in changed
+
+
+def test_reproduction_configs_parse_and_name_themselves():
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "examples", "reproduce.py"))
+    reproduce = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reproduce)
+    configs = sorted(os.listdir(os.path.join(ROOT, "recipes", "reproduction")))
+    assert configs  # the task with written work has one
+    for name in configs:
+        path = os.path.join("recipes", "reproduction", name)
+        with open(os.path.join(ROOT, path)) as f:
+            text = f.read()
+        assert f"python examples/reproduce.py --config {path}" in text  # the command that runs it is at its top
+        script_args, warm_start, args = reproduce.parse_args(["--config", os.path.join(ROOT, path)])
+        parsed = {**vars(script_args), **vars(warm_start), **vars(args)}
+        assert {key: parsed[key] for key in yaml.safe_load(text)} == yaml.safe_load(text)
