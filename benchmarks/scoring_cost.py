@@ -23,10 +23,10 @@ import time
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from trl_laser.core import during_generation
 from trl_laser.core.during_generation import position_ids_from_mask
 from trl_laser.core.readout import causal_lm
 from trl_laser.core.recipe import SelfRewardConfig
-from trl_laser.scoring import during_generation
 from trl_laser.scoring.scorer import SelfRewardScorer, left_pad, load_pretrained
 
 
@@ -90,7 +90,7 @@ def main():
         args.model = demo_model_path()
     model, tokenizer = load_pretrained(args.model, dtype=torch.float32)
     recipe = SelfRewardConfig(token=args.token, beta=args.beta, ref_constant=args.ref_constant)
-    scorer = SelfRewardScorer(model, tokenizer, recipe)
+    scorer = SelfRewardScorer(model, tokenizer, recipe, confidence=None)  # the score alone: no free verifiers
     config = scorer.config
     print(
         f"model {args.model}\ntoken {config.token!r} (id {config.token_id}), beta {config.beta}, c_ref "

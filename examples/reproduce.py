@@ -33,6 +33,7 @@ from trl_laser.evaluation.free_verifiers import best_free_verifier
 from trl_laser.evaluation.plots import draw_aggregation_curves, draw_roc_curves, pyplot
 from trl_laser.scoring.reference_constant import estimate_reference_constant
 from trl_laser.scoring.scorer import load_pretrained
+from trl_laser.tasks import TASKS
 from trl_laser.training.checkpoints import last_complete_checkpoint
 from trl_laser.training.warm_start import WarmStartArguments
 
@@ -242,7 +243,8 @@ def best_vote(results: dict, k: int) -> tuple[str, float]:
     for name, entry in results["free_verifiers"].items():
         for vote in (f"weighted_maj@{k}", f"top10_weighted_maj@{k}"):
             candidates.append((f"{name} ({'top 10 %' if vote.startswith('top10') else 'top 90 %'})", entry[vote]))
-    return max(((n, v) for n, v in candidates if v is not None and not math.isnan(v)), key=lambda c: c[1])
+    measured = [(n, v) for n, v in candidates if v is not None and not math.isnan(v)]
+    return max(measured, key=lambda c: c[1]) if measured else (None, None)
 
 
 def write_table(results: dict, k: int, path: str) -> str:
@@ -363,7 +365,7 @@ def seed_summary(results: dict) -> dict:
     grpo, laser = results["grpo"], results["laser"]
     free_grpo, free_laser = best_free_verifier(grpo["free_verifiers"]), best_free_verifier(laser["free_verifiers"])
     vote_name, vote = best_vote(grpo, k)
-    return {
+    summary = {
         "grpo_accuracy": grpo["accuracy"],
         "laser_accuracy": laser["accuracy"],
         "laser_auroc": laser["verification"]["auroc"],
@@ -378,6 +380,8 @@ def seed_summary(results: dict) -> dict:
         "best_free_verifier_laser": free_laser[0],
         "grpo_best_vote_by": vote_name,
     }
+    # A metric a seed could not measure (NaN: e.g. AUROC with one class) is None, and left out of the means.
+    return {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in summary.items()}
 
 
 def summarize(report_root: str) -> dict:
@@ -385,15 +389,20 @@ def summarize(report_root: str) -> dict:
     `report_root/TASK/seedN/results.json`; written to `report_root/summary.json` (and a Markdown table)."""
     summary = {}
     for task in sorted(os.listdir(report_root)):
+        if task not in TASKS:  # other reports kept beside the per-task ones
+            continue
         task_dir = os.path.join(report_root, task)
         seeds = sorted(
             int(name[4:]) for name in os.listdir(task_dir) if name.startswith("seed") and name[4:].isdigit()
         ) if os.path.isdir(task_dir) else []  # fmt: skip
-        per_seed = {
-            seed: seed_summary(load_json(os.path.join(task_dir, f"seed{seed}", "results.json")))
-            for seed in seeds
-            if os.path.isfile(os.path.join(task_dir, f"seed{seed}", "results.json"))
-        }
+        per_seed = {}
+        for seed in seeds:
+            path = os.path.join(task_dir, f"seed{seed}", "results.json")
+            results = load_json(path) if os.path.isfile(path) else None
+            if results is None or "free_verifiers" not in results.get("laser", {}):
+                print(f"summary: skipping {path} (missing, or made before the free verifiers were measured)")
+                continue
+            per_seed[seed] = seed_summary(results)
         if not per_seed:
             continue
         entry = {"seeds": sorted(per_seed), "std": {}}
@@ -407,10 +416,10 @@ def summarize(report_root: str) -> dict:
             return None if e[left] is None or e[right] is None else e[left] >= e[right] + margin
 
         entry["targets"] = {
-            "r_s AUROC >= best free AUROC + 0.03 on GRPO's samples": holds(
+            "LaSeR's r_s AUROC >= GRPO's best free AUROC (on GRPO's samples) + 0.03": holds(
                 "laser_auroc", "best_free_auroc_grpo", 0.03
             ),
-            "r_s AUROC >= best free AUROC + 0.03 on LaSeR's samples": holds(
+            "LaSeR's r_s AUROC >= LaSeR's best free AUROC (same samples) + 0.03": holds(
                 "laser_auroc", "best_free_auroc_laser", 0.03
             ),
             "r_s-weighted maj >= GRPO's best vote": holds("laser_weighted_maj", "grpo_best_vote"),

@@ -11,6 +11,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trl_laser")
 
 LAYERS = {
+    "_version": 0,
     "core": 0,  # the score: LaSeR math, readout, read during generation, token choice, recipe
     "demo_model": 0,
     "tasks": 1,
@@ -24,6 +25,14 @@ LAYERS = {
     "__main__": 6,
 }
 """Layer of each top-level package or module of `trl_laser` (as in docs/architecture.md)."""
+
+
+PACKAGES = {
+    name.removesuffix(".py")
+    for name in os.listdir(ROOT)
+    if name.endswith(".py") or os.path.isdir(os.path.join(ROOT, name))
+}
+"""The modules and packages directly inside `trl_laser`."""
 
 
 def top_level(path: str) -> str:
@@ -48,15 +57,15 @@ def imported_packages(path: str) -> set[tuple[str, int]]:
             else:
                 continue
             for name in names:
-                if len(name) > 1:
+                if len(name) > 1 and name[1] in PACKAGES:
                     found.add((name[1], node.lineno))
-                else:  # `from .. import x` at the top: x is a module or package of trl_laser, or the root itself
-                    found.update((alias.name, node.lineno) for alias in node.names)
+                else:  # a name of the root package itself (`from trl_laser import X`, `from .. import __version__`)
+                    found.add(("__init__", node.lineno))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
-                if parts[0] == "trl_laser" and len(parts) > 1:
-                    found.add((parts[1], node.lineno))
+                if parts[0] == "trl_laser":
+                    found.add((parts[1] if len(parts) > 1 else "__init__", node.lineno))
     return found
 
 
@@ -72,7 +81,7 @@ def test_imports_point_down_the_layers(path):
     own = top_level(path)
     assert own in LAYERS, f"{own} has no layer: add it to docs/architecture.md and LAYERS"
     for package, line in imported_packages(path):
-        if package == own or package not in LAYERS:  # `__version__` and the like are not packages
+        if package == own:
             continue
         assert LAYERS[package] < LAYERS[own], (
             f"{os.path.relpath(path, ROOT)}:{line} imports {package} (layer {LAYERS[package]}) from {own} "
@@ -84,6 +93,12 @@ def test_the_core_imports_nothing_else_of_the_package():
     for path in modules():
         if top_level(path) == "core":
             assert {p for p, _ in imported_packages(path)} <= {"core"}, path
+
+
+def test_a_name_of_the_root_package_counts_as_an_import_of_the_top_layer(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("import trl_laser\nfrom trl_laser import LaSeRConfig\nfrom trl_laser.core import readout\n")
+    assert imported_packages(str(module)) == {("__init__", 1), ("__init__", 2), ("core", 3)}
 
 
 def test_no_import_on_first_use():

@@ -1,5 +1,6 @@
 """LaSeR (last-token self-rewarding) and self-rewarding correction for Hugging Face TRL."""
 
+from ._version import __version__ as __version__
 from .core.recipe import SelfRewardConfig, load_self_reward_config
 from .scoring.reference_constant import estimate_reference_constant
 from .scoring.scorer import SelfRewardScorer
@@ -8,8 +9,6 @@ from .tasks.task import Task
 from .training.config import LaSeRConfig
 from .training.trainer import LaSeRGRPOTrainer
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "LaSeRConfig",

@@ -25,7 +25,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .. import __version__
+    from .._version import __version__
 
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="trl-laser", description="LaSeR self-rewarding tools for TRL.")

@@ -108,21 +108,57 @@ def gather_for_data_parallel(weight: DTensor) -> torch.Tensor:
     return _GatherShardsAveragingGradients.apply(weight)
 
 
+_FLOAT32_CHUNK_ROWS = 16384  # vocabulary rows upcast at a time: 235 MB of float32 for a 3584-wide head
+
+
+def _with_float32_values(logits: torch.Tensor, hidden_states, weight, bias) -> torch.Tensor:
+    """`logits`, a half-precision projection `hidden_states @ weight.T + bias`, with its values recomputed in float32
+    from the same (half-precision) numbers, and its gradient left as it is (the projection is linear, so the gradient
+    does not depend on how its output was rounded). The float32 copy of the head is made a chunk of rows at a time,
+    without gradient, and freed: no vocab x hidden float32 buffer lives until the backward."""
+    with torch.no_grad(), torch.autocast(hidden_states.device.type, enabled=False):
+        hidden = hidden_states.float()
+        exact = torch.cat(
+            [
+                nn.functional.linear(
+                    hidden,
+                    weight[start : start + _FLOAT32_CHUNK_ROWS].float(),
+                    None if bias is None else bias[start : start + _FLOAT32_CHUNK_ROWS].float(),
+                )
+                for start in range(0, weight.size(0), _FLOAT32_CHUNK_ROWS)
+            ],
+            dim=-1,
+        )
+    if not logits.requires_grad:
+        return exact
+    logits = logits.float()
+    return logits + (exact - logits).detach()
+
+
 def untempered_logits(model: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """Next-token logits at temperature 1 for a few hidden states, as the model's own forward computes them.
+    """Next-token logits at temperature 1 for a few hidden states, as the model's own forward computes them, in
+    float32.
 
     Goes through the LM head module (so PEFT adapters and TRL's fp32 cast apply) and reproduces the final-logit
-    transforms some architectures add (logit scales, see `final_logit_scale`, then Gemma-2 soft-capping).
+    transforms some architectures add (logit scales, see `final_logit_scale`, then Gemma-2 soft-capping). A plain
+    (`nn.Linear`) head in bf16 / fp16, or under autocast, is projected in float32: log π(z_c) lies far in the tail
+    (logits of magnitude 16-32 round to bf16 in steps of 0.125), and only a few rows are projected here.
     """
     lm = causal_lm(model)
     config = lm.config.get_text_config()
     head = lm.get_output_embeddings()
-    if isinstance(head.weight, DTensor):
+    weight, bias = head.weight, head.bias
+    if isinstance(weight, DTensor):
         # FSDP2 shards the head; between forwards its weight is a DTensor, which cannot multiply a plain tensor.
-        bias = gather_for_data_parallel(head.bias) if head.bias is not None else None
-        logits = nn.functional.linear(hidden_states, gather_for_data_parallel(head.weight), bias).float()
+        weight = gather_for_data_parallel(weight)
+        bias = gather_for_data_parallel(bias) if bias is not None else None
+        logits = nn.functional.linear(hidden_states, weight, bias)
     else:
-        logits = head(hidden_states).float()
+        logits = head(hidden_states)
+    if logits.dtype != torch.float32 and (type(head) is nn.Linear or isinstance(head.weight, DTensor)):
+        # (A wrapped head, e.g. a PEFT adapter on it, keeps its own forward and precision.)
+        logits = _with_float32_values(logits, hidden_states, weight, bias)
+    logits = logits.float()
     scale = final_logit_scale(config)
     if scale != 1.0:
         logits = logits * scale

@@ -11,7 +11,7 @@ percentile of the problem's values, then a majority weighted by confidence. η =
 log-probability weighs exp(value) (the geometric mean of the token probabilities), the share of agreeing samples
 weighs itself, and the length weighs 1 / (number of tokens).
 
-Pure functions on plain lists (no torch).
+Functions of plain lists.
 """
 
 import math

@@ -16,6 +16,7 @@ completion shorter than a window is one group (its whole trace), so on short ans
 coincide. Higher is more confident for every one of them.
 """
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ def position_statistics(logits: torch.Tensor, top_k: int = CONFIDENCE_TOP_K) -> 
     vocab = log_probs.shape[-1]
     confidence = -log_probs.topk(min(top_k, vocab), dim=-1).values.mean(dim=-1)
     # KL(U ‖ p) = Σ_v (1/V) log((1/V) / p(v)); a token of probability 0 (a −inf logit) makes it +inf, as it should.
-    certainty = -torch.log(torch.tensor(float(vocab))) - log_probs.mean(dim=-1)
+    certainty = -math.log(vocab) - log_probs.mean(dim=-1)
     return log_probs, confidence, certainty
 
 
@@ -125,19 +126,22 @@ class TokenStatistics(LogitsProcessor):
         self.certainties: list[torch.Tensor] = []
         self.token_log_probs: list[torch.Tensor] = []
         self._previous: torch.Tensor | None = None  # log-probabilities of the last step, until its token is known
-        self._pending: torch.Tensor | None = None
+        self._pending: torch.Tensor | None = None  # raw logits of the last forward, until its processor call
 
     def capture(self, module, args, output) -> None:
+        # Only the last forward before a processor call counts: that is the one whose distribution is sampled from.
         logits = output.logits if hasattr(output, "logits") else output[0]
-        log_probs, confidence, certainty = position_statistics(logits[:, -1].detach(), self.top_k)
-        self._pending = log_probs
-        self.confidences.append(confidence)
-        self.certainties.append(certainty)
+        self._pending = logits[:, -1].detach()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] > self.prompt_width:  # the token sampled from the previous step is now an input
             self._gather(input_ids[:, -1])
-        self._previous, self._pending = self._pending, None
+        if self._pending is None:
+            raise RuntimeError("Token statistics: a decode step ran no forward of the causal LM to read from.")
+        log_probs, confidence, certainty = position_statistics(self._pending, self.top_k)
+        self.confidences.append(confidence)
+        self.certainties.append(certainty)
+        self._previous, self._pending = log_probs, None
         return scores
 
     def _gather(self, token_ids: torch.Tensor) -> None:

@@ -44,7 +44,9 @@ def estimate_reference_constant(
     from .scorer import SelfRewardScorer  # the scorer reads log π(z_c) during generation
 
     # With beta = 1 and c_ref = 0 the score r_s is log π(z_c | x, y) itself. The scorer validates (or picks) the token.
-    scorer = SelfRewardScorer(model, tokenizer, SelfRewardConfig(token=token, beta=1.0, ref_constant=0.0))
+    scorer = SelfRewardScorer(
+        model, tokenizer, SelfRewardConfig(token=token, beta=1.0, ref_constant=0.0), confidence=None
+    )
     samples = scorer.generate(
         prompts,
         num_samples=num_samples,

@@ -201,8 +201,8 @@ class SelfRewardScorer:
         if config is None and isinstance(path, str) and os.path.isfile(os.path.join(path, SELF_REWARD_CONFIG_NAME)):
             config = load_self_reward_config(path)
         self.config = None if config is None else self._resolve_token(config)
-        if self.is_vllm and self.config is not None:
-            check_vllm_logprobs_mode(model)
+        if self.is_vllm and (self.config is not None or self.confidence is not None):
+            check_vllm_logprobs_mode(model)  # r_s and the free verifiers both need the raw log-probabilities
         if self.config is None:
             logger.warning(
                 f"No scoring recipe for {path or 'this model'} (no self_reward_config.json): completions come without "
@@ -368,6 +368,13 @@ class SelfRewardScorer:
         unsupported = {"num_return_sequences", "num_beams", "stop_strings"} & generate_kwargs.keys()
         if unsupported:
             raise ValueError(f"{sorted(unsupported)} not supported: use num_samples and stop.")
+        # The score and the free verifiers are read once per decode step, one row per sample.
+        other_modes = {"assistant_model", "prompt_lookup_num_tokens", "penalty_alpha", "dola_layers"}
+        if other_modes & generate_kwargs.keys():
+            raise ValueError(
+                f"{sorted(other_modes & generate_kwargs.keys())}: the scorer reads r_s and the free verifiers once per "
+                "decode step of sampling or greedy search; assisted, contrastive and DoLa decoding are not supported."
+            )
         prompts = list(prompts)
         prefixes = list(assistant_prefixes) if assistant_prefixes is not None else [""] * len(prompts)
         prompt_ids = [self.encode_prompt(p, prefix) for p, prefix in zip(prompts, prefixes, strict=True)]

@@ -10,10 +10,10 @@ SFT warm-start (`trl_laser.training.warm_start`) can teach a small model the for
 
 Sized for SmolLM2-135M-Instruct on a CPU (measured at temperature 1 on 48 validation problems x 4 samples): three
 two-digit terms, a prompt of 90 tokens and answers of 34 tokens (35 at most, EOS included). Out of the box the model
-finishes only about half of its answers (measured on one-digit sums in this format). After a warm-start on 128 worked solutions (one epoch, lr 3e-5) every
-completion finishes within 40 tokens and 39 % are right, with right and wrong answers among the four samples of 65 %
-of the problems; after 512 solutions 69 % are right, which would leave RL little to improve. Four terms would take
-~46 tokens per answer, too long for a CPU step.
+finishes only about half of its answers in this format. After a warm-start on 128 worked solutions every completion
+finishes within 40 tokens and 39 % are right, with right and wrong answers among the four samples of 65 % of the
+problems; after 512 solutions 69 % are right, which would leave RL little to improve. Four terms would take ~46
+tokens per answer, too long for a CPU step.
 """
 
 import random

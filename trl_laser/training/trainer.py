@@ -543,10 +543,11 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["self_reward/finished_fraction"].append(all_finished.float().mean().item())
         self._metrics[mode]["self_reward/num_correct"].append(output[_NUM_CORRECT].item())
         self._metrics[mode]["self_reward/num_incorrect"].append(output[_NUM_INCORRECT].item())
-        # Averaged over a logging window: the share of its generation batches that held one class only, where the
-        # class weights cannot balance anything and the term sees right or wrong answers alone.
-        one_class = min(output[_NUM_CORRECT].item(), output[_NUM_INCORRECT].item()) == 0
-        self._metrics[mode]["self_reward/one_class_batches"].append(float(one_class))
+        # Averaged over a logging window: the share of its generation batches (those with a finished, rewarded
+        # completion) that held one class only, where the term sees right or wrong answers alone.
+        if output[_NUM_VALID].item() > 0:
+            one_class = min(output[_NUM_CORRECT].item(), output[_NUM_INCORRECT].item()) == 0
+            self._metrics[mode]["self_reward/one_class_batches"].append(float(one_class))
         if self.ref_constant is not None:
             self._metrics[mode]["self_reward/ref_constant"].append(self.ref_constant)
         return output
