@@ -5,6 +5,7 @@ import torch
 from datasets import Dataset
 
 from trl_laser.core.recipe import SelfRewardConfig
+from trl_laser.scoring.scorer import SelfRewardScorer
 from trl_laser.testing import make_trainer as build_trainer
 from trl_laser.testing import save_tiny_model
 
@@ -58,3 +59,19 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Count the models the command loads (and fail the test if it loads one while `refuse` is set)."""
+    calls = {"count": 0, "refuse": False}
+    original = SelfRewardScorer.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        if calls["refuse"]:
+            raise AssertionError("the model was loaded although the input is invalid")
+        calls["count"] += 1
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(SelfRewardScorer, "from_pretrained", classmethod(counting))
+    return calls

@@ -33,7 +33,7 @@ from trl_laser.evaluation.adaptive import (
     sweep_rules,
 )
 from trl_laser.evaluation.voting import group_answers
-from trl_laser.scoring.scorer import Completion, GeneratedSamples, SelfRewardScorer
+from trl_laser.scoring.scorer import Completion, GeneratedSamples
 from trl_laser.tasks import INTEGER_ANSWERS, Task
 from trl_laser.tasks.answers import IntegerAnswers
 
@@ -494,22 +494,6 @@ def test_the_report_skips_unreadable_references_before_sampling(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The command
-
-
-@pytest.fixture
-def loads(monkeypatch):
-    """Count the models the command loads (and fail the test if it loads one while `refuse` is set)."""
-    calls = {"count": 0, "refuse": False}
-    original = SelfRewardScorer.from_pretrained.__func__
-
-    def counting(cls, *args, **kwargs):
-        if calls["refuse"]:
-            raise AssertionError("the model was loaded although the input is invalid")
-        calls["count"] += 1
-        return original(cls, *args, **kwargs)
-
-    monkeypatch.setattr(SelfRewardScorer, "from_pretrained", classmethod(counting))
-    return calls
 
 
 def adaptive(model, output, flags: str = "") -> int:

@@ -9,7 +9,7 @@ from trl_laser.cli import main
 from trl_laser.evaluation.evaluate import evaluate_samples
 from trl_laser.evaluation.free_verifiers import FREE_VERIFIERS
 from trl_laser.evaluation.metrics import auroc
-from trl_laser.scoring.scorer import Completion, GeneratedSamples, SelfRewardScorer
+from trl_laser.scoring.scorer import Completion, GeneratedSamples
 from trl_laser.tasks import MATH_TASK, load_problems
 
 
@@ -25,22 +25,6 @@ def gsm8k_file(tmp_path):
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return str(path)
-
-
-@pytest.fixture
-def loads(monkeypatch):
-    """Count the models the command loads (and fail the test if it loads one while `refuse` is set)."""
-    calls = {"count": 0, "refuse": False}
-    original = SelfRewardScorer.from_pretrained.__func__
-
-    def counting(cls, *args, **kwargs):
-        if calls["refuse"]:
-            raise AssertionError("the model was loaded although the input is invalid")
-        calls["count"] += 1
-        return original(cls, *args, **kwargs)
-
-    monkeypatch.setattr(SelfRewardScorer, "from_pretrained", classmethod(counting))
-    return calls
 
 
 def evaluate(model, output, flags: str = "") -> int:
