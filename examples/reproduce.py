@@ -1,17 +1,21 @@
-"""Reproduce LaSeR's claim at CPU scale: the untrained model vs GRPO vs LaSeR, on held-out problems.
+"""Reproduce LaSeR's claim at CPU scale, against what a user gets for free: the model before RL vs GRPO vs LaSeR.
 
-One command evaluates the untrained model, trains GRPO and LaSeR from it with identical data, seeds, steps and
-hyper-parameters (LaSeR differs only in its own fields), evaluates both on the held-out test problems with K samples
-each, and writes `OUTPUT/results.json`, `OUTPUT/results.md` and plots:
+One command evaluates the model before RL (the base model, or its SFT warm-start with `--sft_examples`), trains GRPO
+and LaSeR from it with identical data, seeds, steps and hyper-parameters (LaSeR differs only in its own fields),
+evaluates all three on the held-out test problems with K samples each, r_s and every free verifier on the same
+samples, and writes `OUTPUT/results.json`, `OUTPUT/results.md` and plots (ROC, training and voting curves):
 
-    python examples/reproduce.py --output_dir outputs/reproduction --report_dir docs/reproduction   # ~35 min, 2 cores
-    python examples/reproduce.py --config my_recipe.yaml --seed 1              # every LaSeRConfig field works
+    python examples/reproduce.py --seed 0 --output_dir outputs/repro/compare/seed0 \\
+        --report_dir docs/reproduction/compare/seed0 --summary_dir docs/reproduction          # ~45 min, 2 cores
+    python examples/reproduce.py --config recipes/reproduction/sums.yaml --seed 0 ...       # the task with written work
 
-All three models are scored with the same recipe (token z_c, β_v, c_ref): c_ref is measured once on the untrained
-model, as the paper compares a trained self-verifier with the score an untrained head gives. The GRPO run reads and
+All three models are scored with the same recipe (token z_c, β_v, c_ref): c_ref is measured once on the model before
+RL, as the paper compares a trained self-verifier with the score an untrained head gives. The GRPO run reads and
 logs that score without training it (`self_reward_monitor`). A rerun after an interruption reuses finished stages
 and resumes an unfinished training from its last complete checkpoint (one whose save was cut short is skipped).
-Tune with `--eval_split validation`; the test split is disjoint from train and validation by construction.
+`--summary_dir` gathers every `TASK/seedN/results.json` below it into `summary.json` and `summary.md` (means and
+spread over seeds). Tune with `--eval_split validation`; the test split is disjoint from train and validation by
+construction.
 """
 
 import copy
