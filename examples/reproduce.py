@@ -37,7 +37,7 @@ from trl_laser.evaluation.free_verifiers import best_free_verifier
 from trl_laser.evaluation.plots import draw_aggregation_curves, draw_roc_curves, pyplot
 from trl_laser.scoring.reference_constant import estimate_reference_constant
 from trl_laser.scoring.scorer import load_pretrained
-from trl_laser.tasks import TASKS
+from trl_laser.tasks import BUILTIN_PREFIX, TASKS
 from trl_laser.training.checkpoints import last_complete_checkpoint
 from trl_laser.training.warm_start import WarmStartArguments
 
@@ -434,7 +434,7 @@ def summarize(report_root: str) -> dict:
             else entry["laser_ece_prior_adjusted"] <= 0.10,
         }
         entry["per_seed"] = per_seed
-        summary[f"builtin:{task}"] = entry
+        summary[BUILTIN_PREFIX + task] = entry
     dump_json(summary, os.path.join(report_root, "summary.json"))
     with open(os.path.join(report_root, "summary.md"), "w") as f:
         f.write(summary_table(summary))
@@ -485,7 +485,7 @@ def main():
     os.makedirs(output, exist_ok=True)
     model_path = script_args.model_name_or_path or demo_model_path()
 
-    if not script_args.dataset_name.startswith("builtin:"):
+    if not script_args.dataset_name.startswith(BUILTIN_PREFIX):
         raise ValueError(
             "--dataset_name must be a built-in task (builtin:<task>): they have disjoint held-out splits."
         )

@@ -43,7 +43,7 @@ from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
 from trl_laser.correction import attempt_rows, make_attempt_reward, make_trajectory_reward
 from trl_laser.scoring.scorer import eos_token_ids
-from trl_laser.tasks import DatasetArguments
+from trl_laser.tasks import BUILTIN_PREFIX, DatasetArguments
 
 
 PAPER_KL_COEF = 0.001
@@ -195,7 +195,7 @@ def _pre_parse(argv: list[str]) -> tuple[bool, bool]:
     use_laser = str(use_laser).lower() in ("true", "1", "yes")
     pre = TrlParser((DatasetArguments, ModelConfig), add_help=False, allow_abbrev=False)
     dataset_args, model_args, _ = pre.parse_args_and_config(argv, return_remaining_strings=True)
-    return use_laser, model_args.model_name_or_path is None and dataset_args.dataset_name.startswith("builtin:")
+    return use_laser, model_args.model_name_or_path is None and dataset_args.dataset_name.startswith(BUILTIN_PREFIX)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from trl_laser import LaSeRConfig, LaSeRGRPOTrainer
-from trl_laser.tasks import DatasetArguments
+from trl_laser.tasks import BUILTIN_PREFIX, DatasetArguments
 
 
 DEMO_DEFAULTS = dict(
@@ -59,7 +59,7 @@ def is_demo(argv: list[str]) -> bool:
     # Only the model and dataset fields are read here; everything else is left to the full parse.
     pre = TrlParser((DatasetArguments, ModelConfig), add_help=False, allow_abbrev=False)
     dataset_args, model_args, _ = pre.parse_args_and_config(argv, return_remaining_strings=True)
-    return model_args.model_name_or_path is None and dataset_args.dataset_name.startswith("builtin:")
+    return model_args.model_name_or_path is None and dataset_args.dataset_name.startswith(BUILTIN_PREFIX)
 
 
 def parse_args(argv: list[str]) -> tuple[DatasetArguments, LaSeRConfig, ModelConfig]:

@@ -230,3 +230,21 @@ def test_stop_strings_and_assistant_prefixes(scorer):
     assert ended.token_ids[-1] in scorer.eos_ids
     assert ended.score == pytest.approx(scorer.score(["Hi"], [ended.token_ids])[0], abs=TOLERANCE)
     assert scorer.count_tokens("72 Check:") == 9  # the tiny tokenizer is character-level
+
+
+@pytest.mark.parametrize("generation_eos", [None, 2, [0, 2], [5, 0]], ids=["none", "same", "two", "other"])
+def test_scorer_ends_completions_where_trl_does(tmp_path, generation_eos, make_trainer):
+    """The scorer's EOS ids are TRL's (`GRPOTrainer.eos_token_ids`), with the tokenizer's EOS first: it is the one
+    appended when scoring a text that has none."""
+    from transformers import AutoModelForCausalLM
+
+    from trl_laser.testing import save_tiny_model
+
+    directory = save_tiny_model(str(tmp_path / "model"))
+    model = AutoModelForCausalLM.from_pretrained(directory)
+    model.generation_config.eos_token_id = generation_eos
+    model.save_pretrained(directory)
+    trainer = make_trainer(model=directory)
+    scorer = SelfRewardScorer.from_pretrained(directory)
+    assert set(scorer.eos_ids) == set(trainer.eos_token_ids)
+    assert scorer.eos_ids[0] == scorer.tokenizer.eos_token_id

@@ -2,7 +2,7 @@
 
 from .answers import INTEGER_ANSWERS, MATH_ANSWERS, AnswerChecker, completion_text
 from .compare import COMPARE_FEW_SHOT, COMPARE_TASK
-from .data import DatasetArguments, DatasetError, load_problems
+from .data import BUILTIN_PREFIX, DatasetArguments, DatasetError, load_problems
 from .format import CorrectionFormat
 from .math import MATH_TASK
 from .rewards import exact_answer_reward, math_answer_reward
@@ -11,6 +11,7 @@ from .task import TASKS, GeneratedProblem, Task, get_task, register_task
 
 
 __all__ = [
+    "BUILTIN_PREFIX",
     "COMPARE_FEW_SHOT",
     "COMPARE_TASK",
     "INTEGER_ANSWERS",

@@ -30,6 +30,7 @@ from ..core.self_reward import (
     weighted_squared_error_sum,
 )
 from ..core.token import resolve_self_reward_token
+from ..tasks.data import BUILTIN_PREFIX
 from .config import LaSeRConfig
 
 
@@ -762,7 +763,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     ):
         # A built-in task (`builtin:<name>`) is generated in code: TRL would link it as a Hub dataset that does not
         # exist, so the card names it in its own section instead.
-        builtin = dataset_name is not None and dataset_name.startswith("builtin:")
+        builtin = dataset_name is not None and dataset_name.startswith(BUILTIN_PREFIX)
         super().create_model_card(model_name=model_name, dataset_name=None if builtin else dataset_name, tags=tags)
         if not self.is_world_process_zero():
             return
