@@ -181,3 +181,11 @@ def test_unreadable_reference_leaves_the_problem_out():
     samples = [GeneratedSamples([], completions), GeneratedSamples([], completions)]
     results = evaluate_samples(problems, samples, MATH_TASK)
     assert results["num_ungradable"] == 1 and results["num_problems"] == 2 and results["accuracy"] == 1.0
+
+
+def test_a_report_directory_that_is_a_file_is_reported_before_generation(laser_model_dir, tmp_path, capsys, loads):
+    loads["refuse"] = True
+    report = tmp_path / "report"
+    report.write_text("")
+    assert evaluate(laser_model_dir, report) == 2
+    assert "is a file; pass a directory" in capsys.readouterr().err

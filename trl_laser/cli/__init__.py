@@ -44,3 +44,24 @@ def report_error(prog: str, error: Exception) -> int:
     """Print an input error the way argparse does, and return its exit status."""
     print(f"{prog}: error: {error}", file=sys.stderr)
     return 2
+
+
+def run_on_problems(parser, run, summary, argv: list[str] | None = None) -> int:
+    """The body of a command that samples a model on a dataset's problems and writes a report (`evaluate`,
+    `adaptive`): parse the `(DatasetArguments, config)` of `parser`, report everything that can be wrong with the
+    input (the model path, the data, the scoring recipe, the report directory) before the model is loaded, then
+    `run(config, problems, task, recipe, dataset_name=...)` and print `summary(results, output_dir)`."""
+    from ..core.model_path import check_model_path
+    from ..evaluation.evaluate import make_output_dir
+
+    try:
+        dataset_args, config = parser.parse_args_and_config(argv)
+        check_model_path(config.model_name_or_path)
+        problems, task = dataset_args.load(dataset_args.dataset_test_split)
+        recipe = config.self_reward_config()
+        make_output_dir(config.output_dir)
+    except (ValueError, OSError) as error:
+        return report_error(parser.prog, error)
+    results = run(config, problems, task, recipe, dataset_name=dataset_args.dataset_name)
+    print(summary(results, config.output_dir))
+    return 0

@@ -50,7 +50,7 @@ from typing import Any, Literal, get_args
 from ..core.recipe import SelfRewardConfig, resolve_self_reward_config
 from ..scoring.confidence import TRACE_VERIFIERS
 from ..tasks.task import Task
-from .evaluate import json_safe
+from .evaluate import json_safe, make_output_dir
 from .free_verifiers import percentile, vote_weight
 from .voting import aggregation_curves, vote_weights, weighted_vote
 
@@ -730,14 +730,6 @@ def confidence_sweep_thresholds(pool: GradedPool, config: AdaptiveConfig) -> lis
         return list(config.confidence_thresholds)
     values = [v for row in pool.verifiers for entry in row if _finite(v := entry.get(config.verifier))]
     return sorted({percentile(values, q) for q in (50, 75, 90)}) if values else []
-
-
-def make_output_dir(path: str) -> str:
-    """Create the report directory (with its parents); a ValueError when `path` is a file."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--output_dir {path!r} is a file; pass a directory (it is created when missing).")
-    os.makedirs(path, exist_ok=True)
-    return path
 
 
 def evaluate_adaptive(

@@ -79,6 +79,14 @@ class EvaluationConfig:
         )
 
 
+def make_output_dir(path: str) -> str:
+    """Create the report directory (with its parents); a ValueError when `path` is a file."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--output_dir {path!r} is a file; pass a directory (it is created when missing).")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def json_safe(value):
     """NaN and inf become null (JSON has no NaN); dict keys become strings."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -199,7 +207,7 @@ def evaluate(
     from ..scoring.scorer import SelfRewardScorer
 
     recipe = recipe if recipe is not None else config.self_reward_config()
-    os.makedirs(config.output_dir, exist_ok=True)
+    make_output_dir(config.output_dir)
     scorer = SelfRewardScorer.from_pretrained(config.model_name_or_path, recipe, backend=config.backend)
     problems = list(problems)
     samples = scorer.generate(
