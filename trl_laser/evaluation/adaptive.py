@@ -47,10 +47,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from ..core.recipe import SelfRewardConfig, resolve_self_reward_config
+from ..core.recipe import SelfRewardConfig
 from ..scoring.confidence import TRACE_VERIFIERS
 from ..tasks.task import Task
-from .evaluate import json_safe, make_output_dir
+from .evaluate import ModelReportArguments, json_safe, make_output_dir
 from .free_verifiers import percentile, vote_weight
 from .voting import aggregation_curves, vote_weights, weighted_vote
 
@@ -591,11 +591,9 @@ def adaptive_curves(
 
 
 @dataclass
-class AdaptiveConfig:
+class AdaptiveConfig(ModelReportArguments):
     """Settings of `evaluate_adaptive` (and of `trl-laser adaptive`)."""
 
-    model_name_or_path: str = field(metadata={"help": "Model directory (a LaSeR checkpoint) or id."})
-    output_dir: str = field(metadata={"help": "Report directory."})
     rules: list[str] = field(
         default_factory=lambda: list(RULES),
         metadata={
@@ -648,15 +646,6 @@ class AdaptiveConfig:
     backend: Literal["transformers", "vllm"] = field(
         default="transformers", metadata={"help": "Generation backend ('vllm' needs a GPU)."}
     )
-    self_reward_token: str | None = field(
-        default=None, metadata={"help": "Self-reward token z_c, string or id (overrides the checkpoint's metadata)."}
-    )
-    self_reward_beta: float | None = field(
-        default=None, metadata={"help": "β_v, the scale of the score (overrides the checkpoint's metadata)."}
-    )
-    self_reward_ref_constant: float | None = field(
-        default=None, metadata={"help": "c_ref of the score (overrides the checkpoint's metadata)."}
-    )
 
     def __post_init__(self):
         unknown = [rule for rule in self.rules if rule not in RULES]
@@ -699,16 +688,9 @@ class AdaptiveConfig:
         """The scoring recipe (the checkpoint's metadata with the values given here replacing the saved ones), or None
         when there is none, no rule needs it and no --self-reward-* option was given. Raises, before any model is
         loaded, when the self_reward rule needs one that is missing, or when the options given do not make one."""
-        local = os.path.isdir(self.model_name_or_path)
-        if not local and os.path.exists(self.model_name_or_path):
-            raise ValueError(f"{self.model_name_or_path!r} is a file; pass the model directory.")
+        self.local_model_directory()  # a path that is a file is an error whatever the rules
         try:
-            return resolve_self_reward_config(
-                self.model_name_or_path if local else None,
-                self.self_reward_token,
-                self.self_reward_beta,
-                self.self_reward_ref_constant,
-            )
+            return super().self_reward_config()
         except ValueError as error:
             if "self_reward" in self.rules:
                 others = " ".join(rule for rule in self.rules if rule != "self_reward") or "confidence consistency"

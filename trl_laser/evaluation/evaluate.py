@@ -23,11 +23,46 @@ from .voting import aggregation_curves, group_answers
 
 
 @dataclass
-class EvaluationConfig:
-    """Settings of `evaluate` (and of `trl-laser evaluate`)."""
+class ModelReportArguments:
+    """The model to sample, where its report goes, and the scoring recipe's overrides: shared by `trl-laser evaluate`
+    and `trl-laser adaptive`."""
 
     model_name_or_path: str = field(metadata={"help": "Model directory (a LaSeR checkpoint) or id."})
     output_dir: str = field(metadata={"help": "Report directory."})
+    self_reward_token: str | None = field(
+        default=None, metadata={"help": "Self-reward token z_c, string or id (overrides the checkpoint's metadata)."}
+    )
+    self_reward_beta: float | None = field(
+        default=None, metadata={"help": "β_v, the scale of the score (overrides the checkpoint's metadata)."}
+    )
+    self_reward_ref_constant: float | None = field(
+        default=None, metadata={"help": "c_ref of the score (overrides the checkpoint's metadata)."}
+    )
+
+    def local_model_directory(self) -> str | None:
+        """`model_name_or_path` when it is a local directory (whose scoring metadata is read), None for a Hub id; a
+        ValueError when it is a file."""
+        if os.path.isdir(self.model_name_or_path):
+            return self.model_name_or_path
+        if os.path.exists(self.model_name_or_path):
+            raise ValueError(f"{self.model_name_or_path!r} is a file; pass the model directory.")
+        return None
+
+    def self_reward_config(self) -> SelfRewardConfig:
+        """The scoring recipe: the checkpoint's metadata (local directories), with the values given here replacing
+        the saved ones. Raises before any model is loaded when something is missing."""
+        return resolve_self_reward_config(
+            self.local_model_directory(),
+            self.self_reward_token,
+            self.self_reward_beta,
+            self.self_reward_ref_constant,
+        )
+
+
+@dataclass
+class EvaluationConfig(ModelReportArguments):
+    """Settings of `evaluate` (and of `trl-laser evaluate`)."""
+
     num_samples: int = field(default=8, metadata={"help": "Solutions sampled per problem (K)."})
     max_new_tokens: int = field(default=512, metadata={"help": "Token limit of a solution."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (0: greedy)."})
@@ -37,15 +72,6 @@ class EvaluationConfig:
     num_subsets: int = field(default=32, metadata={"help": "Random subsets per k for the voting curves."})
     backend: Literal["transformers", "vllm"] = field(
         default="transformers", metadata={"help": "Generation backend ('vllm' needs a GPU)."}
-    )
-    self_reward_token: str | None = field(
-        default=None, metadata={"help": "Self-reward token z_c, string or id (overrides the checkpoint's metadata)."}
-    )
-    self_reward_beta: float | None = field(
-        default=None, metadata={"help": "β_v, the scale of the score (overrides the checkpoint's metadata)."}
-    )
-    self_reward_ref_constant: float | None = field(
-        default=None, metadata={"help": "c_ref of the score (overrides the checkpoint's metadata)."}
     )
     correction: Literal["none", "verbal", "laser"] = field(
         default="none", metadata={"help": "Also evaluate self-correction (attempt, verify, retry) with this loop."}
@@ -64,19 +90,6 @@ class EvaluationConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-    def self_reward_config(self) -> SelfRewardConfig:
-        """The scoring recipe: the checkpoint's metadata (local directories), with the values given here replacing
-        the saved ones. Raises before any model is loaded when something is missing."""
-        local = os.path.isdir(self.model_name_or_path)
-        if not local and os.path.exists(self.model_name_or_path):
-            raise ValueError(f"{self.model_name_or_path!r} is a file; pass the model directory.")
-        return resolve_self_reward_config(
-            self.model_name_or_path if local else None,
-            self.self_reward_token,
-            self.self_reward_beta,
-            self.self_reward_ref_constant,
-        )
 
 
 def make_output_dir(path: str) -> str:
