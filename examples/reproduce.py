@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from trl import TrlParser
 
-from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, SelfRewardConfig, load_problems
+from trl_laser import LaSeRConfig, LaSeRGRPOTrainer, SelfRewardConfig, load_problems, load_self_reward_config
 from trl_laser.demo_model import demo_model_path
 from trl_laser.evaluation.evaluate import EvaluationConfig, evaluate, json_safe
 from trl_laser.evaluation.free_verifiers import best_free_verifier
@@ -152,6 +152,8 @@ def run_settings(
         "num_train_examples": script_args.num_train_examples,
         **{name: getattr(args, name) for name in RECIPE_FIELDS},
     }
+    if args.self_reward_remeasure_ref_constant:  # recorded only when on: earlier runs' settings stay comparable
+        settings["self_reward_remeasure_ref_constant"] = True
     if warm_start.sft_examples:
         settings["sft"] = {"examples": warm_start.sft_examples, **warm_start.sft_overrides()}
     return json.loads(json.dumps(json_safe(settings)))
@@ -522,6 +524,18 @@ def main():
         "laser": train("laser", model_path, laser_args, train_dataset, task.reward_function),
     }
     models = {"base": model_path, **runs}
+    if laser_args.self_reward_remeasure_ref_constant:
+        # LaSeR's c_ref was measured again when its term started: score every model with the recipe it trained with.
+        trained = load_self_reward_config(runs["laser"])
+        recipe = {
+            **recipe,
+            "initial_mean": recipe["mean"],
+            "mean": trained.ref_constant,
+            "std": trained.ref_constant_std,
+        }
+        print(
+            f"recipe: c_ref re-measured when the term started: {recipe['mean']:.3f} (was {recipe['initial_mean']:.3f})"
+        )
     results = {
         stage: evaluate_stage(
             stage, models[stage], recipe, problems, task, script_args, laser_args, os.path.join(output, "eval", stage)
@@ -537,6 +551,7 @@ def main():
         "self_reward_token_id": recipe["token_id"],
         "ref_constant": recipe["mean"],
         "ref_constant_std": recipe["std"],
+        **({"ref_constant_before_rl": recipe["initial_mean"]} if "initial_mean" in recipe else {}),
     }
     wall_time = time.time() - start
     previous = os.path.join(output, "results.json")

@@ -248,6 +248,79 @@ def test_warmup_delays_the_alignment_term(tmp_path, tiny_model_dir, prompt_datas
     assert after.item() > 0.0
 
 
+def test_reference_constant_is_measured_again_when_the_term_starts(tmp_path, tiny_model_dir, prompt_dataset):
+    args = make_args(
+        tmp_path,
+        self_reward_ref_constant=-4.0,
+        reasoning_warmup_steps=2,
+        self_reward_remeasure_ref_constant=True,
+        per_device_train_batch_size=16,
+    )
+    trainer = LaSeRGRPOTrainer(
+        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+    )
+    generation_batch(trainer)
+    trainer.state.global_step = 1  # still in the warm-up
+    generation_batch(trainer)
+    assert trainer.ref_constant == -4.0
+    with torch.no_grad():  # the policy moved during the warm-up
+        trainer.model.lm_head.weight[Z_C] += 0.7
+    trainer.state.global_step = 2
+    output = generation_batch(trainer)
+    log_probs, finished = log_probs_by_hand(trainer.model, output)
+    assert trainer.ref_constant == pytest.approx(log_probs[finished].mean().item(), abs=1e-4)
+    assert trainer.ref_constant_std == pytest.approx(log_probs[finished].std().item(), abs=1e-4)
+    assert trainer.ref_constant != pytest.approx(-4.0, abs=0.1)
+    assert trainer._metrics["train"]["self_reward/ref_constant"][-1] == trainer.ref_constant
+    # the term's scores start from 0 on average under the re-measured constant ...
+    trainer.current_gradient_accumulation_steps = 1
+    trainer._compute_loss(trainer.model, output)
+    scores = args.self_reward_beta * (log_probs[finished] - trainer.ref_constant)
+    assert scores.mean().item() == pytest.approx(0.0, abs=1e-5)
+    # ... and it is measured once
+    measured = trainer.ref_constant
+    with torch.no_grad():
+        trainer.model.lm_head.weight[Z_C] += 0.7
+    trainer.state.global_step = 3
+    generation_batch(trainer)
+    assert trainer.ref_constant == measured
+
+
+def test_resume_keeps_the_remeasured_reference_constant(tmp_path, tiny_model_dir, prompt_dataset):
+    def run(max_steps, checkpoint=None, save_strategy="steps"):
+        args = make_args(
+            tmp_path,
+            self_reward_ref_constant=-4.0,
+            reasoning_warmup_steps=1,
+            self_reward_remeasure_ref_constant=True,
+            save_strategy=save_strategy,
+            save_steps=1,
+            max_steps=max_steps,
+        )
+        trainer = LaSeRGRPOTrainer(
+            model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
+        )
+        trainer.train(resume_from_checkpoint=checkpoint)
+        return trainer
+
+    first = run(max_steps=3)
+    saved = {
+        step: load_self_reward_config(os.path.join(first.args.output_dir, f"checkpoint-{step}")).ref_constant
+        for step in (1, 2, 3)
+    }
+    # checkpoint 1 is the end of the warm-up: the term's first generation batch comes after it
+    assert saved[1] == -4.0 and saved[2] != -4.0 and saved[3] == saved[2] == first.ref_constant
+    logged = [h["self_reward/ref_constant"] for h in first.state.log_history if "self_reward/ref_constant" in h]
+    assert logged[0] == -4.0 and logged[-1] == first.ref_constant
+
+    # resumed past the warm-up: the checkpoint's c_ref, not the argument's and not measured once more
+    past = run(max_steps=3, checkpoint=os.path.join(first.args.output_dir, "checkpoint-2"), save_strategy="no")
+    assert past.ref_constant == saved[2] and not past._ref_constant_remeasure_pending
+    # resumed at the end of the warm-up: measured when the term starts, on the resumed run's batch
+    at_start = run(max_steps=2, checkpoint=os.path.join(first.args.output_dir, "checkpoint-1"), save_strategy="no")
+    assert at_start.ref_constant not in (-4.0, None) and not at_start._ref_constant_remeasure_pending
+
+
 @pytest.mark.parametrize(
     "overrides",
     [

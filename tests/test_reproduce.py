@@ -81,6 +81,21 @@ def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, ti
     assert "Pass a new --output_dir" in changed and "reusing" not in changed
 
 
+def test_a_remeasured_reference_constant_scores_every_model(tmp_path, tiny_model_dir):
+    output = tmp_path / "run"
+    remeasure = ("--reasoning_warmup_steps", "2", "--self_reward_remeasure_ref_constant", "true")
+    finish = ("--generation_kwargs", json.dumps({"sequence_bias": [[[2], 3.0]]}))  # most tiny-model answers end
+    run_reproduce(tiny_model_dir, output, tmp_path / "report", "--max_steps", "4", *remeasure, *finish)
+    results = json.load(open(output / "results.json"))
+    trained = json.load(open(output / "laser" / "self_reward_config.json"))["ref_constant"]
+    before = json.load(open(output / "reference_constant.json"))["mean"]
+    assert results["config"]["ref_constant"] == trained != before
+    assert results["config"]["ref_constant_before_rl"] == before
+    # the three models are scored with the recipe LaSeR trained with
+    assert {results[s]["self_reward"]["ref_constant"] for s in ("base", "grpo", "laser")} == {trained}
+    assert json.load(open(output / "settings.json"))["self_reward_remeasure_ref_constant"] is True
+
+
 def test_reproduction_configs_parse_and_name_themselves():
     import importlib.util
 

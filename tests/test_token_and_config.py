@@ -69,6 +69,19 @@ def test_pad_token_is_rejected():
         ({"self_reward_advantage_coef": 1.5}, "self_reward_advantage_coef"),
         ({"reasoning_warmup_steps": -1}, "reasoning_warmup_steps"),
         ({"self_reward_use_ref_model": True, "self_reward_ref_constant": -20.0}, "one or the other"),
+        ({"self_reward_remeasure_ref_constant": True}, "Set reasoning_warmup_steps > 0"),
+        (
+            {"self_reward_remeasure_ref_constant": True, "reasoning_warmup_steps": 20, "steps_per_generation": 8},
+            "every 8 optimizer steps here .* got 20. Use a multiple of 8",
+        ),
+        (
+            {
+                "self_reward_remeasure_ref_constant": True,
+                "reasoning_warmup_steps": 5,
+                "self_reward_use_ref_model": True,
+            },
+            "does not use",
+        ),
     ],
 )
 def test_config_validation(tmp_path, kwargs, message):

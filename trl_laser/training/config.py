@@ -41,6 +41,11 @@ class LaSeRConfig(GRPOConfig):
             Optimizer steps of plain GRPO before the alignment term starts.
         self_reward_warmup_steps (`int`, *optional*, defaults to `0`):
             Further optimizer steps before the advantage mixing starts.
+        self_reward_remeasure_ref_constant (`bool`, *optional*, defaults to `False`):
+            Measure c_ref again when the alignment term starts, after `reasoning_warmup_steps` of plain GRPO: on the
+            first generation batch of the term, with the policy as it is then, so that every score starts near 0
+            whatever the warm-up did to log π(z_c | x, y). `False` keeps the paper's c_ref, measured on the initial
+            model (or given).
         self_reward_monitor (`bool`, *optional*, defaults to `False`):
             Read and log the `self_reward/` metrics even when LaSeR changes nothing (`self_reward_coef=0`, no mixing):
             the score an untrained head gives, for a GRPO baseline. Costs one LM-head row per completion; the loss
@@ -108,6 +113,14 @@ class LaSeRConfig(GRPOConfig):
             "help": "Further optimizer steps (after reasoning_warmup_steps) before the advantage mixing starts."
         },
     )
+    self_reward_remeasure_ref_constant: bool = field(
+        default=False,
+        metadata={
+            "help": "Measure c_ref again on the first generation batch after reasoning_warmup_steps, with the policy "
+            "as it is when the alignment term starts (the warm-up moves log π(z_c | x, y) too). Needs "
+            "reasoning_warmup_steps > 0. False keeps the paper's c_ref from the initial model (or the one given)."
+        },
+    )
 
     self_reward_monitor: bool = field(
         default=False,
@@ -164,6 +177,18 @@ class LaSeRConfig(GRPOConfig):
                 "self_reward_ref_constant would be ignored. Set one or the other.",
             ),
             (
+                not self.self_reward_remeasure_ref_constant or self.reasoning_warmup_steps > 0,
+                "self_reward_remeasure_ref_constant=True measures c_ref again when the alignment term starts after "
+                "the reasoning warm-up; without one (reasoning_warmup_steps=0) c_ref is already measured on the "
+                "initial model. Set reasoning_warmup_steps > 0, or leave it False.",
+            ),
+            (
+                not (self.self_reward_remeasure_ref_constant and self.self_reward_use_ref_model),
+                "self_reward_remeasure_ref_constant=True re-measures the constant c_ref, which "
+                "self_reward_use_ref_model=True does not use (it subtracts the reference model's log-prob). Set one or "
+                "the other.",
+            ),
+            (
                 self.self_reward_advantage_coef == 0 or self.num_generations is None or self.num_generations > 1,
                 "Advantage mixing normalises scores within groups; it needs num_generations > 1.",
             ),
@@ -171,6 +196,18 @@ class LaSeRConfig(GRPOConfig):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.self_reward_remeasure_ref_constant:
+            # c_ref is measured on a generation batch; one that started during the warm-up would give the term's first
+            # steps the old constant, so the warm-up must end where a generation batch begins.
+            micro_steps = self.steps_per_generation * self.num_iterations
+            if (self.reasoning_warmup_steps * self.gradient_accumulation_steps) % micro_steps:
+                per_batch = micro_steps / self.gradient_accumulation_steps
+                raise ValueError(
+                    f"With self_reward_remeasure_ref_constant=True, reasoning_warmup_steps must end where a generation "
+                    f"batch begins, every {per_batch:g} optimizer steps here (steps_per_generation x num_iterations / "
+                    f"gradient_accumulation_steps); got {self.reasoning_warmup_steps}. Use a multiple of "
+                    f"{per_batch:g}."
+                )
 
     @property
     def laser_enabled(self) -> bool:

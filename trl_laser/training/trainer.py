@@ -207,6 +207,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         # Fast path -> None until checked against the plain path, then whether it agreed (False: off for the run)
         self._fast_paths = dict.fromkeys((FUSED_LM_HEAD, OLD_LOG_PROB_FORWARD, GENERATION))
         self._self_reward_window = {}  # mode -> sums and scores of the completions seen since the last log
+        self._ref_constant_remeasure_pending = args.self_reward_remeasure_ref_constant and args.reads_self_reward
         if self.ref_constant is None and args.reads_self_reward:
             self._adopt_saved_ref_constant(get_config_model_id(self.accelerator.unwrap_model(self.model).config))
 
@@ -250,11 +251,14 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             raise ValueError(f"self_reward_target={target!r} is not one of the reward functions: {names}.")
         return names.index(target)
 
-    def _adopt_saved_ref_constant(self, directory: str | None, resuming: bool = False):
+    def _adopt_saved_ref_constant(
+        self, directory: str | None, resuming: bool = False, override_arguments: bool = False
+    ):
         """Keep the c_ref a LaSeR model was trained with (its recipe in `directory`): measuring it again on the trained
         model would shift every score (the trained model puts much more mass on z_c). A recipe for another token is
         an error when `resuming` a checkpoint (the run would change its token midway); when training a LaSeR model
-        further, c_ref is measured for the new token instead. A c_ref given in the arguments always wins."""
+        further, c_ref is measured for the new token instead. A c_ref given in the arguments wins, unless
+        `override_arguments` (a checkpoint whose c_ref was re-measured when the alignment term started)."""
         if not directory or not os.path.isfile(os.path.join(directory, SELF_REWARD_CONFIG_NAME)):
             return
         saved = load_self_reward_config(directory)
@@ -270,7 +274,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                 f"{self.self_reward_token!r}: c_ref will be measured for the new token."
             )
             return
-        if self.args.self_reward_ref_constant is None:
+        if self.args.self_reward_ref_constant is None or override_arguments:
             self.ref_constant, self.ref_constant_std = saved.ref_constant, saved.ref_constant_std
             logger.info(f"Using c_ref = {self.ref_constant:.3f} saved with {directory}.")
 
@@ -479,7 +483,11 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         # Scores of the generation batch under the policy that generated it are needed (1) once, to measure c_ref
         # with the initial model, and (2) for advantage mixing, which must know every score of a group before the
         # first loss is computed. Read them from TRL's old-log-prob forward when it runs one.
-        needs_scores = self.args.reads_self_reward and (self.ref_constant is None or self._mixing_active(mode))
+        # (3) `self_reward_remeasure_ref_constant`: once more, on the first batch of the alignment term.
+        remeasure = mode == "train" and self._ref_constant_remeasure_pending and self._alignment_active
+        needs_scores = self.args.reads_self_reward and (
+            self.ref_constant is None or remeasure or self._mixing_active(mode)
+        )
         self._capture_policy_log_probs = (
             needs_scores and self._fast_paths[OLD_LOG_PROB_FORWARD] is not False and self._runs_old_log_prob_forward
         )
@@ -530,11 +538,11 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             if self.ref_constant is None:
                 self._set_ref_constant(ref_log_probs, finished)
 
-        needs_ref_constant = self.ref_constant is None
+        needs_ref_constant = self.ref_constant is None or remeasure
         if needs_scores:
             log_probs = self._generating_policy_log_probs(output, positions, finished, fast_path)
-            if needs_ref_constant:
-                self._set_ref_constant(log_probs, finished)
+            if needs_ref_constant and self._set_ref_constant(log_probs, finished, remeasure=remeasure):
+                self._ref_constant_remeasure_pending &= not remeasure
             if self._mixing_active(mode) and self.ref_constant is not None:
                 reference = output.get(_REF_LOG_PROBS, self.ref_constant)
                 scores = self_reward_score(log_probs, self.args.self_reward_beta, reference)
@@ -576,11 +584,22 @@ class LaSeRGRPOTrainer(GRPOTrainer):
                 "function or choose another `self_reward_target`."
             )
 
-    def _set_ref_constant(self, log_probs: torch.Tensor, finished: torch.Tensor):
+    def _set_ref_constant(self, log_probs: torch.Tensor, finished: torch.Tensor, remeasure: bool = False) -> bool:
+        """Set c_ref to the mean of the finished rows' log π(z_c | x, y); False when no row finished (the next batch
+        measures it)."""
         values = gather(torch.where(finished, log_probs, torch.nan))
         values = values[~torch.isnan(values)]
         if values.numel() == 0:
-            return  # no completion finished in this batch: measure on the next one
+            return False
+        if remeasure:
+            previous = "none" if self.ref_constant is None else f"{self.ref_constant:.3f}"
+            self.ref_constant, self.ref_constant_std = reference_constant(values.tolist())
+            logger.info(
+                f"The alignment term starts at step {self.state.global_step}: c_ref re-measured with the current "
+                f"policy, {previous} -> {self.ref_constant:.3f} ± {self.ref_constant_std:.3f} (log "
+                f"π({self.self_reward_token!r} | x, y) over {values.numel()} completions); it is saved with the model."
+            )
+            return True
         if self.state.global_step > 0:
             logger.warning(
                 f"c_ref is measured at step {self.state.global_step}, after updates: no earlier generation batch had a "
@@ -591,6 +610,7 @@ class LaSeRGRPOTrainer(GRPOTrainer):
             f"Measured the self-reward reference constant c_ref = {self.ref_constant:.3f} ± {self.ref_constant_std:.3f} "
             f"(log π({self.self_reward_token!r} | x, y) over {values.numel()} completions); it is saved with the model."
         )
+        return True
 
     def _mix_advantages(self, output, scores, finished, unscorable, process_slice):
         verifier_advantages = gather(output["advantages"])
@@ -743,7 +763,12 @@ class LaSeRGRPOTrainer(GRPOTrainer):
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:  # resuming must not re-measure c_ref with the trained model
-            self._adopt_saved_ref_constant(checkpoint, resuming=True)
+            # (`self.state` is the checkpoint's by now.) Past the warm-up, the checkpoint's c_ref is the re-measured one.
+            remeasured = (
+                self._ref_constant_remeasure_pending and self.state.global_step > self.args.reasoning_warmup_steps
+            )
+            self._adopt_saved_ref_constant(checkpoint, resuming=True, override_arguments=remeasured)
+            self._ref_constant_remeasure_pending &= not remeasured
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         # transformers copies only the weights, config and tokenizer of a checkpoint into the folder it pushes; a
