@@ -361,6 +361,8 @@ def plot_voting_curves(results: dict, path: str) -> str:
 SUMMARY_KEYS = (
     "grpo_accuracy", "laser_accuracy", "laser_auroc", "best_free_auroc_grpo", "best_free_auroc_laser",
     "grpo_best_vote", "laser_weighted_maj", "laser_f1", "laser_ece_prior_adjusted",
+    # fixed before looking at the test samples (the "best" ones above are chosen on them)
+    "grpo_maj", "mean_log_prob_auroc_grpo", "mean_log_prob_auroc_laser",
 )  # fmt: skip
 
 
@@ -382,6 +384,8 @@ def seed_summary(results: dict) -> dict:
         "laser_f1": laser["verification"]["f1"],
         "laser_ece_prior_adjusted": laser["verification"]["ece_prior_adjusted"],
         "grpo_maj": grpo[f"maj@{k}"],
+        "mean_log_prob_auroc_grpo": grpo["free_verifiers"]["mean_log_prob"]["auroc"],
+        "mean_log_prob_auroc_laser": laser["free_verifiers"]["mean_log_prob"]["auroc"],
         "best_free_verifier_grpo": free_grpo[0],
         "best_free_verifier_laser": free_laser[0],
         "grpo_best_vote_by": vote_name,
@@ -454,15 +458,18 @@ def summary_table(summary: dict) -> str:
         return f"{scale * entry[key]:.{digits}f}{spread}"
 
     lines = [
-        "| task (seeds) | GRPO acc | LaSeR acc | GRPO best free AUROC | LaSeR r_s AUROC | LaSeR best free AUROC | "
-        "GRPO best vote | LaSeR r_s-weighted maj | LaSeR F1 | LaSeR ECE (prior-adj.) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task (seeds) | GRPO acc | LaSeR acc | GRPO best free AUROC (mean log-prob) | LaSeR r_s AUROC | "
+        "LaSeR best free AUROC (mean log-prob) | GRPO maj | GRPO best vote | LaSeR r_s-weighted maj | LaSeR F1 | "
+        "LaSeR ECE (prior-adj.) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, e in summary.items():
         lines.append(
             f"| {task} ({', '.join(map(str, e['seeds']))}) | {cell(e, 'grpo_accuracy')} | {cell(e, 'laser_accuracy')} | "
-            f"{cell(e, 'best_free_auroc_grpo', 1, 3)} | {cell(e, 'laser_auroc', 1, 3)} | "
-            f"{cell(e, 'best_free_auroc_laser', 1, 3)} | {cell(e, 'grpo_best_vote')} | {cell(e, 'laser_weighted_maj')} | "
+            f"{cell(e, 'best_free_auroc_grpo', 1, 3)} ({cell(e, 'mean_log_prob_auroc_grpo', 1, 3)}) | "
+            f"{cell(e, 'laser_auroc', 1, 3)} | "
+            f"{cell(e, 'best_free_auroc_laser', 1, 3)} ({cell(e, 'mean_log_prob_auroc_laser', 1, 3)}) | "
+            f"{cell(e, 'grpo_maj')} | {cell(e, 'grpo_best_vote')} | {cell(e, 'laser_weighted_maj')} | "
             f"{cell(e, 'laser_f1', 1, 3)} | {cell(e, 'laser_ece_prior_adjusted', 1, 3)} |"
         )
     return "\n".join(lines) + "\n"

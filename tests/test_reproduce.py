@@ -61,6 +61,8 @@ def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, ti
     assert summary["laser_auroc"] == results["laser"]["verification"]["auroc"]
     best_free = [e["auroc"] for e in results["grpo"]["free_verifiers"].values() if e["auroc"] is not None]
     assert summary["best_free_auroc_grpo"] == (max(best_free) if best_free else None)
+    assert summary["mean_log_prob_auroc_grpo"] == results["grpo"]["free_verifiers"]["mean_log_prob"]["auroc"]
+    assert summary["grpo_maj"] == results["grpo"]["maj@2"]
     votes = [results["grpo"]["maj@2"]] + [
         e[key]
         for e in results["grpo"]["free_verifiers"].values()
