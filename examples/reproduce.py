@@ -10,7 +10,8 @@ samples, and writes `OUTPUT/results.json`, `OUTPUT/results.md` and plots (ROC, t
     python examples/reproduce.py --config recipes/reproduction/sums.yaml --seed 0 ...       # the task with written work
 
 All three models are scored with the same recipe (token z_c, β_v, c_ref): c_ref is measured once on the model before
-RL, as the paper compares a trained self-verifier with the score an untrained head gives. The GRPO run reads and
+RL, as the paper compares a trained self-verifier with the score an untrained head gives (with
+`--self_reward_remeasure_ref_constant`, the c_ref LaSeR re-measured when its term started). The GRPO run reads and
 logs that score without training it (`self_reward_monitor`). A rerun after an interruption reuses finished stages
 and resumes an unfinished training from its last complete checkpoint (one whose save was cut short is skipped).
 `--summary_dir` gathers every `TASK/seedN/results.json` below it into `summary.json` and `summary.md` (means and
