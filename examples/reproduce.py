@@ -153,9 +153,8 @@ def run_settings(
         "num_train_examples": script_args.num_train_examples,
         **{name: getattr(args, name) for name in RECIPE_FIELDS},
     }
-    for name in ("self_reward_remeasure_ref_constant", "self_reward_head_only"):
-        if getattr(args, name):  # recorded only when on, so that earlier runs' settings stay comparable
-            settings[name] = True
+    if args.self_reward_remeasure_ref_constant:  # recorded only when on: earlier runs' settings stay comparable
+        settings["self_reward_remeasure_ref_constant"] = True
     if warm_start.sft_examples:
         settings["sft"] = {"examples": warm_start.sft_examples, **warm_start.sft_overrides()}
     return json.loads(json.dumps(json_safe(settings)))
