@@ -248,40 +248,6 @@ def test_warmup_delays_the_alignment_term(tmp_path, tiny_model_dir, prompt_datas
     assert after.item() > 0.0
 
 
-def test_head_only_term_trains_the_head_alone(tmp_path, tiny_model_dir, prompt_dataset):
-    alpha, beta, c_ref = 0.5, 0.5, -4.0
-    args = make_args(
-        tmp_path,
-        self_reward_coef=alpha,
-        self_reward_beta=beta,
-        self_reward_ref_constant=c_ref,
-        self_reward_head_only=True,
-        per_device_train_batch_size=16,
-    )
-    trainer = LaSeRGRPOTrainer(
-        model=tiny_model_dir, reward_funcs=parity_reward, args=args, train_dataset=prompt_dataset
-    )
-    output = generation_batch(trainer)
-    trainer.current_gradient_accumulation_steps = 1
-    model = trainer.model
-    term = trainer._compute_loss(model, output) - GRPOTrainer._compute_loss(trainer, model, output)
-    layer, head = model.model.layers[0].mlp.up_proj.weight, model.lm_head.weight
-    layer_grad, head_grad = torch.autograd.grad(term, [layer, head], allow_unused=True)
-
-    # the same value as the paper's term ...
-    log_probs, finished = log_probs_by_hand(model, output)
-    targets, weights = output["self_reward_targets"], output["self_reward_weights"]
-    assert 0 < targets[finished].sum() < finished.sum(), "the batch should hold both classes"
-    expected = alpha * (weights * (beta * (log_probs - c_ref) - targets).square()).sum() / int(finished.sum())
-    assert term.item() == pytest.approx(expected.item(), rel=1e-4)
-    # ... but no gradient below the head, where the paper's term has one
-    assert layer_grad is None or torch.count_nonzero(layer_grad) == 0
-    (full_layer_grad,) = torch.autograd.grad(expected, layer)
-    assert full_layer_grad.abs().max() > 0
-    assert head_grad[Z_C].abs().max() > 0
-    assert trainer._fast_paths[FUSED_LM_HEAD] is None, "the fused head (which cannot cut the graph) is not used"
-
-
 def test_reference_constant_is_measured_again_when_the_term_starts(tmp_path, tiny_model_dir, prompt_dataset):
     args = make_args(
         tmp_path,

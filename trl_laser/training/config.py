@@ -46,10 +46,6 @@ class LaSeRConfig(GRPOConfig):
             first generation batch of the term, with the policy as it is then, so that every score starts near 0
             whatever the warm-up did to log π(z_c | x, y). `False` keeps the paper's c_ref, measured on the initial
             model (or given).
-        self_reward_head_only (`bool`, *optional*, defaults to `False`):
-            Stop the alignment term's gradient at the last hidden state: the term trains the output head alone (the
-            z_c row, and through the softmax's normaliser the other rows), and the layers below, which write the
-            answer, get GRPO's gradient only. `False` is the paper's: the whole network learns to verify.
         self_reward_monitor (`bool`, *optional*, defaults to `False`):
             Read and log the `self_reward/` metrics even when LaSeR changes nothing (`self_reward_coef=0`, no mixing):
             the score an untrained head gives, for a GRPO baseline. Costs one LM-head row per completion; the loss
@@ -123,14 +119,6 @@ class LaSeRConfig(GRPOConfig):
             "help": "Measure c_ref again on the first generation batch after reasoning_warmup_steps, with the policy "
             "as it is when the alignment term starts (the warm-up moves log π(z_c | x, y) too). Needs "
             "reasoning_warmup_steps > 0. False keeps the paper's c_ref from the initial model (or the one given)."
-        },
-    )
-    self_reward_head_only: bool = field(
-        default=False,
-        metadata={
-            "help": "Stop the alignment term's gradient at the last hidden state, so that it trains the output head "
-            "only and the layers that write the answer get GRPO's gradient alone. False (the paper's): the whole "
-            "network learns to verify."
         },
     )
 

@@ -633,29 +633,20 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         if not self.args.reads_self_reward or self.ref_constant is None and not self.args.self_reward_use_ref_model:
             return super()._compute_loss(model, inputs)
         result = None
-        if (
-            self.temperature == 1.0
-            and self._alignment_active
-            and not self.args.self_reward_head_only
-            and self._fast_paths[FUSED_LM_HEAD] is not False
-        ):
+        if self.temperature == 1.0 and self._alignment_active and self._fast_paths[FUSED_LM_HEAD] is not False:
             # log π(z_c) comes out of the policy forward itself, through TRL's fused LM head. (A run that only
             # monitors the score keeps GRPO's forward bit for bit: it needs no gradient through the score.)
             result = self._loss_with_fused_head_scores(model, inputs)
         if result is None:
             # The plain path, at any other temperature (TRL's fused head divides by it, while r_s is defined at
-            # temperature 1), while only monitoring, with `self_reward_head_only` (the projection's input is cut off
-            # from the graph, which the fused head cannot do), and when the fused path failed its check: project the
-            # EOS hidden states of the same forward separately (a hook captures them). Memory: log π(z_c) =
+            # temperature 1), while only monitoring, and when the fused path failed its check: project the EOS hidden
+            # states of the same forward separately (a hook captures them). Memory: log π(z_c) =
             # logit_zc − logsumexp(logits) couples every vocabulary row, so this projection's gradient w.r.t. the head
             # is one more transient vocab x hidden buffer beyond GRPO's (`benchmarks/train_overhead.py --temperature
             # 0.7` measures it).
             with self._capture_eos_states(model, inputs) as capture:
                 loss = super()._compute_loss(model, inputs)
-            hidden_states = capture.hidden_states()
-            if self.args.self_reward_head_only:
-                hidden_states = hidden_states.detach()
-            result = loss, token_log_probs(model, hidden_states, self.self_reward_token_id)
+            result = loss, token_log_probs(model, capture.hidden_states(), self.self_reward_token_id)
         loss, log_probs = result
         reference = inputs[_REF_LOG_PROBS] if self.args.self_reward_use_ref_model else self.ref_constant
         scores = self_reward_score(log_probs, self.args.self_reward_beta, reference)
