@@ -532,17 +532,14 @@ def main():
         "laser": train("laser", model_path, laser_args, train_dataset, task.reward_function),
     }
     models = {"base": model_path, **runs}
+    measured_before_rl = {}
     if laser_args.self_reward_remeasure_ref_constant:
         # LaSeR's c_ref was measured again when its term started: score every model with the recipe it trained with.
         trained = load_self_reward_config(runs["laser"])
-        recipe = {
-            **recipe,
-            "initial_mean": recipe["mean"],
-            "mean": trained.ref_constant,
-            "std": trained.ref_constant_std,
-        }
+        measured_before_rl = {"ref_constant_before_rl": recipe["mean"]}
+        recipe = {**recipe, "mean": trained.ref_constant, "std": trained.ref_constant_std}
         print(
-            f"recipe: c_ref re-measured when the term started: {recipe['mean']:.3f} (was {recipe['initial_mean']:.3f})"
+            f"recipe: c_ref re-measured when the term started: {trained.ref_constant:.3f} (was {measured_before_rl['ref_constant_before_rl']:.3f})"
         )
     results = {
         stage: evaluate_stage(
@@ -559,7 +556,7 @@ def main():
         "self_reward_token_id": recipe["token_id"],
         "ref_constant": recipe["mean"],
         "ref_constant_std": recipe["std"],
-        **({"ref_constant_before_rl": recipe["initial_mean"]} if "initial_mean" in recipe else {}),
+        **measured_before_rl,
     }
     wall_time = time.time() - start
     previous = os.path.join(output, "results.json")

@@ -591,24 +591,21 @@ class LaSeRGRPOTrainer(GRPOTrainer):
         values = values[~torch.isnan(values)]
         if values.numel() == 0:
             return False
-        if remeasure:
-            previous = "none" if self.ref_constant is None else f"{self.ref_constant:.3f}"
-            self.ref_constant, self.ref_constant_std = reference_constant(values.tolist())
-            logger.info(
-                f"The alignment term starts at step {self.state.global_step}: c_ref re-measured with the current "
-                f"policy, {previous} -> {self.ref_constant:.3f} ± {self.ref_constant_std:.3f} (log "
-                f"π({self.self_reward_token!r} | x, y) over {values.numel()} completions); it is saved with the model."
-            )
-            return True
-        if self.state.global_step > 0:
+        if self.state.global_step > 0 and not remeasure:
             logger.warning(
                 f"c_ref is measured at step {self.state.global_step}, after updates: no earlier generation batch had a "
                 "finished completion. Set `self_reward_ref_constant` to control it."
             )
+        previous = self.ref_constant
         self.ref_constant, self.ref_constant_std = reference_constant(values.tolist())
+        what = (
+            f"Re-measured c_ref as the alignment term starts (step {self.state.global_step}; before: {previous:.3f}):"
+            if remeasure and previous is not None
+            else "Measured the self-reward reference constant"
+        )
         logger.info(
-            f"Measured the self-reward reference constant c_ref = {self.ref_constant:.3f} ± {self.ref_constant_std:.3f} "
-            f"(log π({self.self_reward_token!r} | x, y) over {values.numel()} completions); it is saved with the model."
+            f"{what} c_ref = {self.ref_constant:.3f} ± {self.ref_constant_std:.3f} (log π({self.self_reward_token!r} | "
+            f"x, y) over {values.numel()} completions); it is saved with the model."
         )
         return True
 
