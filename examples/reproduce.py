@@ -395,9 +395,38 @@ def seed_summary(results: dict) -> dict:
     return {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in summary.items()}
 
 
+MEASURED_CONFIG_KEYS = (
+    "seed", "start_model", "self_reward_token_id", "ref_constant", "ref_constant_std", "ref_constant_before_rl",
+)  # fmt: skip
+"""What a reproduction's `config` holds besides its recipe: the seed, and what was measured or placed with it."""
+
+
+def check_one_recipe(task_dir: str, configs: dict[int, dict]) -> None:
+    """Refuse to average seeds run with different recipes (a changed learning rate, warm-start, split, ...): the mean
+    would describe no recipe. Names the seeds and the settings that differ."""
+    recipes = {
+        seed: {k: v for k, v in config.items() if k not in MEASURED_CONFIG_KEYS} for seed, config in configs.items()
+    }
+    first, *others = sorted(recipes)
+    for seed in others:
+        changed = sorted(
+            k for k in recipes[first].keys() | recipes[seed].keys() if recipes[first].get(k) != recipes[seed].get(k)
+        )
+        if changed:
+            details = ", ".join(
+                f"{k}: {recipes[first].get(k)!r} (seed {first}) vs {recipes[seed].get(k)!r} (seed {seed})"
+                for k in changed
+            )
+            raise ValueError(
+                f"{task_dir} holds seeds run with different recipes ({details}); a summary averages one recipe over "
+                "seeds. Move the reports of the other recipe out of it (e.g. into an `earlier/` folder beside it)."
+            )
+
+
 def summarize(report_root: str) -> dict:
     """Mean and sample standard deviation over seeds of each task's comparison, from every
-    `report_root/TASK/seedN/results.json`; written to `report_root/summary.json` (and a Markdown table)."""
+    `report_root/TASK/seedN/results.json`; written to `report_root/summary.json` (and a Markdown table). The seeds of a
+    task must share one recipe (`check_one_recipe`)."""
     summary = {}
     for task in sorted(os.listdir(report_root)):
         if task not in TASKS:  # other reports kept beside the per-task ones
@@ -406,16 +435,17 @@ def summarize(report_root: str) -> dict:
         seeds = sorted(
             int(name[4:]) for name in os.listdir(task_dir) if name.startswith("seed") and name[4:].isdigit()
         ) if os.path.isdir(task_dir) else []  # fmt: skip
-        per_seed = {}
+        per_seed, configs = {}, {}
         for seed in seeds:
             path = os.path.join(task_dir, f"seed{seed}", "results.json")
             results = load_json(path) if os.path.isfile(path) else None
             if results is None or "free_verifiers" not in results.get("laser", {}):
                 print(f"summary: skipping {path} (missing, or made before the free verifiers were measured)")
                 continue
-            per_seed[seed] = seed_summary(results)
+            per_seed[seed], configs[seed] = seed_summary(results), results["config"]
         if not per_seed:
             continue
+        check_one_recipe(task_dir, configs)
         entry = {"seeds": sorted(per_seed), "std": {}}
         for key in SUMMARY_KEYS:
             # A metric that a seed cannot measure (NaN, stored as null: e.g. AUROC with one class) is left out.

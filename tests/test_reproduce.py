@@ -98,14 +98,59 @@ def test_a_remeasured_reference_constant_scores_every_model(tmp_path, tiny_model
     assert json.load(open(output / "settings.json"))["self_reward_remeasure_ref_constant"] is True
 
 
-def test_reproduction_configs_parse_and_name_themselves():
+def load_reproduce():
     import importlib.util
-
-    import yaml
 
     spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "examples", "reproduce.py"))
     reproduce = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(reproduce)
+    return reproduce
+
+
+def fake_results(seed: int, accuracy: float, **recipe) -> dict:
+    """A reproduction's results.json with what the summary reads: GRPO and LaSeR, one free verifier, K = 2."""
+
+    def model(acc):
+        return {
+            "accuracy": acc, "maj@2": acc, "weighted_maj@2": acc,
+            "verification": {"auroc": 0.5, "f1": 0.5, "ece_prior_adjusted": 0.1},
+            "free_verifiers": {"mean_log_prob": {"auroc": 0.7, "weighted_maj@2": acc, "top10_weighted_maj@2": acc}},
+        }  # fmt: skip
+
+    config = {"task": "builtin:sums", "num_eval_samples": 2, "learning_rate": 1e-5, "seed": seed, **recipe}
+    # measured per seed, not part of the recipe
+    config.update(start_model=f"outputs/seed{seed}/sft", ref_constant=-19.0 - seed, ref_constant_std=0.1 * seed)
+    return {"grpo": model(accuracy), "laser": model(accuracy), "config": config}
+
+
+def write_seed(root, seed, results):
+    os.makedirs(root / "sums" / f"seed{seed}")
+    with open(root / "sums" / f"seed{seed}" / "results.json", "w") as f:
+        json.dump(results, f)
+
+
+def test_the_summary_averages_seeds_of_one_recipe_and_refuses_a_mix(tmp_path):
+    reproduce = load_reproduce()
+    write_seed(tmp_path, 0, fake_results(0, 0.4))
+    write_seed(tmp_path, 2, fake_results(2, 0.6))  # another seed, c_ref and warm-started model: the same recipe
+    summary = reproduce.summarize(str(tmp_path))["builtin:sums"]
+    assert summary["seeds"] == [0, 2] and abs(summary["grpo_accuracy"] - 0.5) < 1e-12
+
+    write_seed(tmp_path, 1, fake_results(1, 0.9, learning_rate=3e-5))
+    try:
+        reproduce.summarize(str(tmp_path))
+    except ValueError as error:
+        message = str(error)
+    else:
+        raise AssertionError("seeds of two recipes were averaged")
+    assert "learning_rate: 1e-05 (seed 0) vs 3e-05 (seed 1)" in message and "Move the reports" in message
+    assert json.load(open(tmp_path / "summary.json"))["builtin:sums"]["seeds"] == [0, 2]  # the old summary stays
+
+
+def test_reproduction_configs_parse_and_name_themselves():
+    import yaml
+
+    reproduce = load_reproduce()
     configs = sorted(os.listdir(os.path.join(ROOT, "recipes", "reproduction")))
     assert configs  # the task with written work has one
     for name in configs:
