@@ -15,8 +15,8 @@ RL, as the paper compares a trained self-verifier with the score an untrained he
 logs that score without training it (`self_reward_monitor`). A rerun after an interruption reuses finished stages
 and resumes an unfinished training from its last complete checkpoint (one whose save was cut short is skipped).
 `--summary_dir` gathers every `TASK/seedN/results.json` below it into `summary.json` and `summary.md` (means and
-spread over seeds). Tune with `--eval_split validation`; the test split is disjoint from train and validation by
-construction.
+spread over seeds). Tune with `--eval_split validation` (`--stop_after base` / `grpo` stop before LaSeR, to size a
+warm-start or the shared recipe); the test split is disjoint from train and validation by construction.
 """
 
 import copy
@@ -63,6 +63,15 @@ class ReproduceArguments:
     num_eval_problems: int = field(default=96, metadata={"help": "Held-out problems to evaluate on."})
     num_eval_samples: int = field(default=8, metadata={"help": "Samples per problem (K) at evaluation."})
     eval_seed: int = field(default=0, metadata={"help": "Sampling seed of the evaluations."})
+    stop_after: str | None = field(
+        default=None,
+        metadata={
+            "help": "'base': only evaluate the model before RL (e.g. to size a warm-start); 'grpo': also train and "
+            "evaluate GRPO (to size the shared recipe on validation before a LaSeR run). Prints the accuracies and "
+            "leaves each stage's evaluation in OUTPUT/eval/STAGE; no report. Default: the whole comparison.",
+            "choices": ["base", "grpo"],
+        },
+    )
     report_dir: str | None = field(
         default=None,
         metadata={"help": "Also copy the small report files (results.json, results.md, the PNGs) here, e.g. docs/."},
@@ -506,6 +515,32 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stop_early(script_args, output, model_path, recipe, problems, task, laser_args, train_dataset, start) -> None:
+    """`--stop_after base|grpo`: the stages before LaSeR, with the same recipe, data and evaluation as the full run
+    (a later full run in the same directory reuses them)."""
+    models = {"base": model_path}
+    if script_args.stop_after == "grpo":
+        models["grpo"] = train(
+            "grpo",
+            model_path,
+            grpo_args(laser_args, os.path.join(output, "grpo")),
+            train_dataset,
+            task.reward_function,
+        )
+    for stage, model in models.items():
+        r = evaluate_stage(
+            stage, model, recipe, problems, task, script_args, laser_args, os.path.join(output, "eval", stage)
+        )
+        k = script_args.num_eval_samples
+        free_name, free_auroc = best_free_verifier(r["free_verifiers"])
+        line = f"{NAMES[stage]}: accuracy {pct(r['accuracy'])}, maj@{k} {pct(r[f'maj@{k}'])}, best free verifier {free_name} ({num(free_auroc)})"
+        if stage == "grpo":
+            history = training_summary(load_json(os.path.join(model, "log_history.json")))
+            line += f", training reward {num(history['first_reward'])} -> {num(history['last_reward'])}"
+        print(line)
+    print(f"stopped after {script_args.stop_after} ({(time.time() - start) / 60:.1f} min)")
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[ReproduceArguments, WarmStartArguments, LaSeRConfig]:
     parser = TrlParser((ReproduceArguments, WarmStartArguments, LaSeRConfig))
     # The CPU demo's recipe (examples/train.py), with periodic checkpoints so that an interrupted run resumes; every
@@ -551,6 +586,9 @@ def main():
         self_reward_token=recipe["token_id"],
         self_reward_ref_constant=recipe["mean"],
     )
+    if script_args.stop_after is not None:
+        stop_early(script_args, output, model_path, recipe, problems, task, laser_args, train_dataset, start)
+        return
     runs = {
         "grpo": train(
             "grpo",

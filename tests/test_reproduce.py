@@ -98,6 +98,22 @@ def test_a_remeasured_reference_constant_scores_every_model(tmp_path, tiny_model
     assert json.load(open(output / "settings.json"))["self_reward_remeasure_ref_constant"] is True
 
 
+def test_stop_after_grpo_sizes_the_shared_recipe_and_a_full_run_reuses_it(tmp_path, tiny_model_dir):
+    output = tmp_path / "run"
+    early = run_reproduce(
+        tiny_model_dir, output, tmp_path / "report", "--eval_split", "validation", "--stop_after", "grpo"
+    )
+    assert "before RL: accuracy" in early and "GRPO: accuracy" in early and "training reward" in early
+    assert "stopped after grpo" in early
+    results = json.load(open(output / "eval" / "grpo" / "results.json"))
+    assert results["num_problems"] == 3 and "free_verifiers" in results
+    assert not (output / "laser").exists() and not (output / "results.json").exists()
+    # the rest of the comparison, later, in the same directory: the two finished stages are reused
+    full = run_reproduce(tiny_model_dir, output, tmp_path / "report", "--eval_split", "validation")
+    assert "[base] reusing" in full and "[grpo] reusing" in full and "[laser] training" in full
+    assert json.load(open(output / "results.json"))["grpo"]["accuracy"] == results["accuracy"]
+
+
 def load_reproduce():
     import importlib.util
 
