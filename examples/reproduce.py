@@ -200,6 +200,12 @@ def train(stage: str, model_path: str, args: LaSeRConfig, train_dataset, reward)
     return args.output_dir
 
 
+def train_grpo(model_path: str, laser_args: LaSeRConfig, output: str, train_dataset, task) -> str:
+    """The GRPO run: LaSeR's arguments without its term, into OUTPUT/grpo."""
+    args = grpo_args(laser_args, os.path.join(output, "grpo"))
+    return train("grpo", model_path, args, train_dataset, task.reward_function)
+
+
 def evaluate_stage(stage: str, model_path: str, recipe: dict, problems, task, script_args, args, output_dir: str):
     """Sample K completions per held-out problem and report what `trl-laser evaluate` reports: r_s and, on the same
     samples, the free verifiers (token confidence, self-certainty, agreement, length) and their votes."""
@@ -520,20 +526,17 @@ def stop_early(script_args, output, model_path, recipe, problems, task, laser_ar
     (a later full run in the same directory reuses them)."""
     models = {"base": model_path}
     if script_args.stop_after == "grpo":
-        models["grpo"] = train(
-            "grpo",
-            model_path,
-            grpo_args(laser_args, os.path.join(output, "grpo")),
-            train_dataset,
-            task.reward_function,
-        )
+        models["grpo"] = train_grpo(model_path, laser_args, output, train_dataset, task)
     for stage, model in models.items():
         r = evaluate_stage(
             stage, model, recipe, problems, task, script_args, laser_args, os.path.join(output, "eval", stage)
         )
         k = script_args.num_eval_samples
         free_name, free_auroc = best_free_verifier(r["free_verifiers"])
-        line = f"{NAMES[stage]}: accuracy {pct(r['accuracy'])}, maj@{k} {pct(r[f'maj@{k}'])}, best free verifier {free_name} ({num(free_auroc)})"
+        line = (
+            f"{NAMES[stage]}: accuracy {pct(r['accuracy'])}, maj@{k} {pct(r[f'maj@{k}'])}, "
+            f"best free verifier {free_name} ({num(free_auroc)})"
+        )
         if stage == "grpo":
             history = training_summary(load_json(os.path.join(model, "log_history.json")))
             line += f", training reward {num(history['first_reward'])} -> {num(history['last_reward'])}"
@@ -590,13 +593,7 @@ def main():
         stop_early(script_args, output, model_path, recipe, problems, task, laser_args, train_dataset, start)
         return
     runs = {
-        "grpo": train(
-            "grpo",
-            model_path,
-            grpo_args(laser_args, os.path.join(output, "grpo")),
-            train_dataset,
-            task.reward_function,
-        ),
+        "grpo": train_grpo(model_path, laser_args, output, train_dataset, task),
         "laser": train("laser", model_path, laser_args, train_dataset, task.reward_function),
     }
     models = {"base": model_path, **runs}
