@@ -12,8 +12,9 @@ Sized for SmolLM2-135M-Instruct on a CPU (measured at temperature 1 on 48 valida
 two-digit terms, a prompt of 90 tokens and answers of 34 tokens (35 at most, EOS included). Out of the box the model
 finishes only about half of its answers in this format. After a warm-start on 128 worked solutions every completion
 finishes within 40 tokens and 39 % are right, with right and wrong answers among the four samples of 65 % of the
-problems; after 256, 53 % (96 problems x 8 samples); after 512, 69 %. Sixty steps of RL on two CPU cores do not
-improve the arithmetic (a larger learning rate makes it worse), so the reproduction's warm-start (256) sets the level.
+problems; after 256, 53 % (96 problems x 8 samples); after 512, 69 %. Sixty steps of GRPO on two CPU cores move the
+arithmetic by a few points (a larger learning rate makes it worse), so the reproduction's warm-start (256) sets the
+level.
 Four terms would take ~46 tokens per answer, too long for a CPU step.
 """
 
