@@ -527,11 +527,11 @@ def stop_early(script_args, output, model_path, recipe, problems, task, laser_ar
     models = {"base": model_path}
     if script_args.stop_after == "grpo":
         models["grpo"] = train_grpo(model_path, laser_args, output, train_dataset, task)
+    k = script_args.num_eval_samples
     for stage, model in models.items():
         r = evaluate_stage(
             stage, model, recipe, problems, task, script_args, laser_args, os.path.join(output, "eval", stage)
         )
-        k = script_args.num_eval_samples
         free_name, free_auroc = best_free_verifier(r["free_verifiers"])
         line = (
             f"{NAMES[stage]}: accuracy {pct(r['accuracy'])}, maj@{k} {pct(r[f'maj@{k}'])}, "
@@ -602,10 +602,10 @@ def main():
         # LaSeR's c_ref was measured again when its term started: score every model with the recipe it trained with.
         trained = load_self_reward_config(runs["laser"])
         measured_before_rl = {"ref_constant_before_rl": recipe["mean"]}
-        recipe = {**recipe, "mean": trained.ref_constant, "std": trained.ref_constant_std}
         print(
-            f"recipe: c_ref re-measured when the term started: {trained.ref_constant:.3f} (was {measured_before_rl['ref_constant_before_rl']:.3f})"
+            f"recipe: c_ref re-measured when the term started: {trained.ref_constant:.3f} (was {recipe['mean']:.3f})"
         )
+        recipe = {**recipe, "mean": trained.ref_constant, "std": trained.ref_constant_std}
     results = {
         stage: evaluate_stage(
             stage, models[stage], recipe, problems, task, script_args, laser_args, os.path.join(output, "eval", stage)

@@ -14,8 +14,7 @@ finishes only about half of its answers in this format. After a warm-start on 12
 finishes within 40 tokens and 39 % are right, with right and wrong answers among the four samples of 65 % of the
 problems; after 256, 53 % (96 problems x 8 samples); after 512, 69 %. Sixty steps of GRPO on two CPU cores move the
 arithmetic by a few points (a larger learning rate makes it worse), so the reproduction's warm-start (256) sets the
-level.
-Four terms would take ~46 tokens per answer, too long for a CPU step.
+level. Four terms would take ~46 tokens per answer, too long for a CPU step.
 """
 
 import random
