@@ -46,6 +46,24 @@ def test_every_command_takes_both_spellings_and_a_config_file(command, capsys):
     assert f"trl-laser {command}" in help_text
 
 
+HELP = {  # each script's own parser, asked for --help
+    "reproduce": lambda module: module.parse_args(["--help"]),
+    "train": lambda module: module.parse_args(["--help"]),
+    "rl_self_correction": lambda module: module.make_parser(use_laser=True, demo=True).parse_args(["--help"]),
+    "sft_self_correction": lambda module: module.make_parser(["--help"]).parse_args(["--help"]),
+}
+
+
+@pytest.mark.parametrize("script", list(HELP))
+def test_every_example_script_prints_its_help(script, capsys):
+    # argparse %-formats each help string: a bare "%" in one field's help breaks `--help` for the whole script
+    module = load_example(script)
+    with pytest.raises(SystemExit) as exit_info:
+        HELP[script](module)
+    assert exit_info.value.code == 0
+    assert "--output_dir" in capsys.readouterr().out
+
+
 def test_an_unknown_option_is_an_error(capsys):
     # the score's scale is --self-reward-beta: --beta is GRPO's KL coefficient
     assert main(["evaluate", "--model_name_or_path", "m", "--output_dir", "o", "--beta", "0.1"]) == 2
