@@ -74,7 +74,10 @@ class ReproduceArguments:
     )
     report_dir: str | None = field(
         default=None,
-        metadata={"help": "Also copy the small report files (results.json, results.md, the PNGs) here, e.g. docs/."},
+        metadata={
+            "help": "Also copy the small report files (results.json, results.md, the PNGs, each run's log history) "
+            "here, e.g. docs/."
+        },
     )
     summary_dir: str | None = field(
         default=None,
@@ -637,6 +640,8 @@ def main():
         os.makedirs(script_args.report_dir, exist_ok=True)
         for name in REPORT_FILES:
             shutil.copy(os.path.join(output, name), os.path.join(script_args.report_dir, name))
+        for stage, history in histories.items():  # each run's logged metrics (grad_norm, self_reward/*)
+            dump_json(history, os.path.join(script_args.report_dir, f"{stage}_log_history.json"))
     if script_args.summary_dir is not None:
         summarize(script_args.summary_dir)
         print(f"updated {script_args.summary_dir}/summary.json")

@@ -53,6 +53,10 @@ def test_reproduce_writes_the_comparison_and_reuses_finished_stages(tmp_path, ti
     assert any("self_reward/auroc" in h for h in grpo_log)
     for name in ("results.md", "training_curves.png", "voting_curves.png", "roc_curves.png"):
         assert os.path.getsize(report / name) > 0
+    for stage in ("grpo", "laser"):  # the logged metrics the report is read from travel with it
+        assert json.load(open(report / f"{stage}_log_history.json")) == json.load(
+            open(output / stage / "log_history.json")
+        )
     # The summary over seeds holds this seed's comparison, in the documented schema.
     summary = json.load(open(root / "summary.json"))["builtin:sums"]
     assert summary["seeds"] == [0]
