@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 from trl import TrlParser
@@ -87,6 +89,31 @@ def test_pad_token_is_rejected():
 def test_config_validation(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         LaSeRConfig(output_dir=str(tmp_path), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, exact_every",
+    [
+        ({"save_steps": 20, "steps_per_generation": 8}, 8),  # the checkpoint at step 20 falls inside steps 16-23
+        ({"save_steps": 6, "steps_per_generation": 8, "gradient_accumulation_steps": 2}, 4),  # 12 micro-steps
+        ({"save_steps": 3, "steps_per_generation": 2, "num_iterations": 2}, 4),  # a batch serves 2 x 2 steps
+        ({"save_steps": 24, "steps_per_generation": 8}, None),
+        ({"save_steps": 4, "steps_per_generation": 8, "gradient_accumulation_steps": 2}, None),  # 8 micro-steps
+        ({"save_steps": 20, "steps_per_generation": 8, "save_strategy": "no"}, None),
+        ({"save_steps": 0.3, "steps_per_generation": 8}, None),  # a fraction of the run: its steps are not known yet
+        ({}, None),  # TRL's defaults: one generation batch per optimizer step
+    ],
+)
+def test_checkpoints_inside_a_generation_batch_warn(tmp_path, kwargs, exact_every):
+    """The generation batch lives in memory only: a checkpoint inside one does not resume exactly, so say so."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LaSeRConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=8, **kwargs)
+    messages = [str(w.message) for w in caught if "inside a generation batch" in str(w.message)]
+    if exact_every is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and messages[0].endswith(f"set save_steps to a multiple of {exact_every}.")
 
 
 def test_trl_parser_exposes_laser_fields(tmp_path):

@@ -1,4 +1,5 @@
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -208,6 +209,28 @@ class LaSeRConfig(GRPOConfig):
                     f"gradient_accumulation_steps); got {self.reasoning_warmup_steps}. Use a multiple of "
                     f"{per_batch:g}."
                 )
+
+        self._warn_if_checkpoints_split_generation_batches()
+
+    def _warn_if_checkpoints_split_generation_batches(self) -> None:
+        """GRPOTrainer generates once per `steps_per_generation x num_iterations` micro-steps and keeps that batch in
+        memory, not in checkpoints. A checkpoint saved inside a generation batch therefore resumes by generating a new
+        batch there, with the policy of that step, and every later batch starts that many steps off: the resumed run is
+        not the one that was interrupted. Warn, naming the save interval that keeps a resume exact."""
+        if self.save_strategy != "steps" or self.save_steps < 1:  # a fraction of the run: its steps are unknown here
+            return
+        micro_steps = self.steps_per_generation * self.num_iterations
+        if (int(self.save_steps) * self.gradient_accumulation_steps) % micro_steps == 0:
+            return
+        exact = micro_steps // math.gcd(micro_steps, self.gradient_accumulation_steps)
+        warnings.warn(
+            f"save_steps={self.save_steps:g} saves checkpoints inside a generation batch (a batch is generated every "
+            f"{micro_steps} micro-steps, steps_per_generation x num_iterations, and an optimizer step is "
+            f"{self.gradient_accumulation_steps} of them). A run resumed from such a checkpoint generates that batch "
+            f"again with a later policy and shifts every later one, so it does not continue exactly. For an exact "
+            f"resume, set save_steps to a multiple of {exact}.",
+            stacklevel=4,  # the line that built the config
+        )
 
     @property
     def laser_enabled(self) -> bool:
