@@ -92,7 +92,8 @@ def commands(args, start_model: str) -> list[tuple[str, list[str], str]]:
         rl("stage2_rl_verbal", f"{out}/sft", f"{out}/rl-verbal", "--max_completion_length", "48"),
         # LaSeR from the attempts-format SFT model: the verbal SFT model writes a self-evaluation after each answer,
         # which the LaSeR loop would then generate before the EOS where the score is read. The CPU demo's LaSeR
-        # recipe: α 1, β_v 0.5, answers of at most 16 tokens.
+        # recipe before its α was lowered to 0.1: α 1, β_v 0.5 (the README's toy-run numbers were measured with it),
+        # answers of at most 16 tokens.
         rl(
             "stage2_rl_laser",
             f"{out}/sft-attempts",

@@ -95,12 +95,12 @@ def test_demo_defaults_apply_to_the_demo_only():
     train = load_example("train")
     _, demo, _ = train.parse_args([])
     assert (demo.max_steps, demo.learning_rate, demo.output_dir) == (60, 1e-5, "outputs/laser-smollm2-compare")
-    assert (demo.steps_per_generation, demo.self_reward_coef, demo.self_reward_beta) == (8, 1.0, 0.5)
+    assert (demo.steps_per_generation, demo.self_reward_coef, demo.self_reward_beta) == (8, 0.1, 0.5)
     _, tuned, _ = train.parse_args(["--max-steps", "3", "--num_generations", "16"])
     assert (tuned.max_steps, tuned.num_generations, tuned.per_device_train_batch_size) == (3, 16, 16)
     _, own, model_args = train.parse_args(["--model-name-or-path", "Qwen/Qwen2.5-1.5B-Instruct", "--use_peft"])
     assert own.max_steps == -1 and own.learning_rate != 1e-5 and own.output_dir != demo.output_dir
-    assert own.self_reward_coef == 0.1 and own.self_reward_beta == 0.1  # the paper's values, not the demo's
+    assert own.self_reward_coef == 0.1 and own.self_reward_beta == 0.1  # the paper's values (the demo's β_v is 0.5)
     assert model_args.use_peft
 
 
