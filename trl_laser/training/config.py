@@ -200,9 +200,8 @@ class LaSeRConfig(GRPOConfig):
         if self.self_reward_remeasure_ref_constant:
             # c_ref is measured on a generation batch; one that started during the warm-up would give the term's first
             # steps the old constant, so the warm-up must end where a generation batch begins.
-            micro_steps = self.steps_per_generation * self.num_iterations
-            if (self.reasoning_warmup_steps * self.gradient_accumulation_steps) % micro_steps:
-                per_batch = micro_steps / self.gradient_accumulation_steps
+            if not self._starts_generation_batch(self.reasoning_warmup_steps):
+                per_batch = self._micro_steps_per_generation / self.gradient_accumulation_steps
                 raise ValueError(
                     f"With self_reward_remeasure_ref_constant=True, reasoning_warmup_steps must end where a generation "
                     f"batch begins, every {per_batch:g} optimizer steps here (steps_per_generation x num_iterations / "
@@ -212,6 +211,16 @@ class LaSeRConfig(GRPOConfig):
 
         self._warn_if_checkpoints_split_generation_batches()
 
+    @property
+    def _micro_steps_per_generation(self) -> int:
+        """GRPOTrainer generates a new batch every this many micro-steps (`training_step` calls)."""
+        return self.steps_per_generation * self.num_iterations
+
+    def _starts_generation_batch(self, optimizer_step: int) -> bool:
+        """Whether a generation batch begins at this optimizer step (its micro-step count is a multiple of the
+        generation interval)."""
+        return (optimizer_step * self.gradient_accumulation_steps) % self._micro_steps_per_generation == 0
+
     def _warn_if_checkpoints_split_generation_batches(self) -> None:
         """GRPOTrainer generates once per `steps_per_generation x num_iterations` micro-steps and keeps that batch in
         memory, not in checkpoints. A checkpoint saved inside a generation batch therefore resumes by generating a new
@@ -219,9 +228,9 @@ class LaSeRConfig(GRPOConfig):
         not the one that was interrupted. Warn, naming the save interval that keeps a resume exact."""
         if self.save_strategy != "steps" or self.save_steps < 1:  # a fraction of the run: its steps are unknown here
             return
-        micro_steps = self.steps_per_generation * self.num_iterations
-        if (int(self.save_steps) * self.gradient_accumulation_steps) % micro_steps == 0:
+        if self._starts_generation_batch(int(self.save_steps)):
             return
+        micro_steps = self._micro_steps_per_generation
         exact = micro_steps // math.gcd(micro_steps, self.gradient_accumulation_steps)
         warnings.warn(
             f"save_steps={self.save_steps:g} saves checkpoints inside a generation batch (a batch is generated every "
